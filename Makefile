@@ -1,0 +1,40 @@
+# Setup and the everyday jobs. `make demo` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip
+DEMO_MINUTES ?= 7
+
+.PHONY: setup setup-dev data demo test clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Fashion-MNIST from Debian's package where apt is available (quietly skipped otherwise).
+data:
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \
+		|| echo "note: dataset-fashion-mnist not installed; fashion-mnist will use the torchvision download"; \
+	fi
+
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) install -q -c constraints.txt -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PIP) install -q -c constraints.txt -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed data
+setup-dev: $(VENV)/.installed-dev data
+
+demo: setup
+	$(BIN)/ddpmlab train --preset mnist --out runs/demo --minutes $(DEMO_MINUTES) --force
+	$(BIN)/ddpmlab sample runs/demo --n 64 --seed 0 --trajectory --gif --out runs/demo/samples.png
+	@echo "demo done: see runs/demo/samples.png, trajectory.png, reverse.gif, loss.png"
+
+test: setup-dev
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,160 @@
+"""The run directory: weights in safetensors, config in TOML, optimizer/RNG state via weights_only loading.
+
+runs/NAME/
+    config.toml          the run's full configuration (single source of truth)
+    meta.json            the data the run was trained on: item shape, class names
+    model.safetensors    online weights            ema.safetensors   EMA weights
+    state.pt             optimizer, step, RNG states (torch.load(weights_only=True) only)
+    metrics.csv          step, loss, lr, images/s, elapsed seconds
+    samples/             grids written during training
+Every write goes to a temporary file that is fsynced and then renamed over the target.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import Config, from_toml_text, to_toml
+from .errors import RunError
+
+CONFIG, MODEL, EMA, STATE, METRICS = "config.toml", "model.safetensors", "ema.safetensors", "state.pt", "metrics.csv"
+META = "meta.json"  # what the weights were trained on: item shape, class names, dataset
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Call write(file_object) on a temp file beside path, fsync, then rename it over path."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _save_weights(path: Path, module: nn.Module, step: int) -> None:
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+    blob = save(tensors, metadata={"step": str(step), "format": "pt"})
+    atomic_write(path, lambda f: f.write(blob))
+
+
+def save_checkpoint(
+    run_dir: Path, model: nn.Module, ema: nn.Module, state: dict[str, Any], step: int
+) -> None:
+    """Write EMA, then state, then the online weights; each file is replaced atomically."""
+    run_dir = Path(run_dir)
+    state = {**state, "step": step}
+    _save_weights(run_dir / EMA, ema, step)
+    atomic_write(run_dir / STATE, lambda f: torch.save(state, f))
+    _save_weights(run_dir / MODEL, model, step)
+
+
+def write_config(run_dir: Path, cfg: Config) -> None:
+    text = to_toml(cfg).encode()
+    atomic_write(Path(run_dir) / CONFIG, lambda f: f.write(text))
+
+
+def is_run(path: Path) -> bool:
+    return (Path(path) / CONFIG).is_file()
+
+
+def read_config(run_dir: str | Path) -> Config:
+    """The config saved in a run directory; a clear error if path is not a run."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise RunError(f"run directory {run_dir} does not exist; train one with `ddpmlab train --out {run_dir}`")
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir} is a file, not a run directory")
+    if not is_run(run_dir):
+        raise RunError(f"{run_dir} is not a ddpmlab run (no {CONFIG}); point to a directory made by `ddpmlab train`")
+    return from_toml_text((run_dir / CONFIG).read_text(), str(run_dir / CONFIG))
+
+
+def load_weights(path: Path, module: nn.Module) -> int:
+    """Load safetensors weights into module; returns the step stored with them."""
+    from safetensors import SafetensorError, safe_open
+
+    if not path.is_file():
+        raise RunError(f"{path} is missing; the run has no saved weights yet (train it first)")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise RunError(f"{path} is not a readable safetensors file ({exc}); it may be truncated") from None
+    check_state_dict(path, module, tensors)
+    module.load_state_dict(tensors)
+    return int(meta.get("step", 0))
+
+
+def check_state_dict(path: Path, module: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Name the keys where saved weights and the configured model disagree."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(tensors) if expected[k].shape != tensors[k].shape)
+    if missing or unexpected or wrong:
+        parts = []
+        if wrong:
+            k = wrong[0]
+            parts.append(f"{len(wrong)} shape mismatches (e.g. {k}: saved {tuple(tensors[k].shape)}, "
+                         f"config {tuple(expected[k].shape)})")
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        raise RunError(f"{path} does not match the run's config: {'; '.join(parts)}; "
+                       "the config was changed after training (model.* or data.image_size)")
+
+
+def load_state(run_dir: Path) -> dict[str, Any]:
+    """state.pt through torch.load(weights_only=True): tensors and plain containers only."""
+    path = Path(run_dir) / STATE
+    if not path.is_file():
+        raise RunError(f"{path} is missing; cannot resume (sampling needs only the weights)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunError(f"{path} was refused by the safe loader ({first[:200]}); it is not a ddpmlab state file") from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise RunError(f"{path} is not a ddpmlab state file (no step); it belongs to another program")
+    return state
+
+
+def write_meta(run_dir: Path, item_shape: tuple[int, ...], class_names: tuple[str, ...], dataset: str) -> None:
+    blob = json.dumps({"item_shape": list(item_shape), "class_names": list(class_names), "dataset": dataset},
+                      indent=2).encode()
+    atomic_write(Path(run_dir) / META, lambda f: f.write(blob))
+
+
+def read_meta(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / META
+    if not path.is_file():
+        raise RunError(f"{run_dir} has no {META}; the run has not been trained yet")
+    try:
+        meta = json.loads(path.read_text())
+        meta["item_shape"] = tuple(int(v) for v in meta["item_shape"])
+        meta["class_names"] = tuple(str(v) for v in meta.get("class_names", ()))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RunError(f"{path} is damaged ({exc}); retrain or restore it") from None
+    return meta

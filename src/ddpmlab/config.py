@@ -1,0 +1,265 @@
+"""Typed, frozen run configuration: TOML presets, config files and dotted `--set a.b=value` overrides.
+
+The config.toml saved in a run directory is the single source of truth for that run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "mnist-5k"  # a registered dataset or folder:PATH
+    root: str = "data"  # where torchvision datasets are downloaded / looked for
+    image_size: int = 0  # 0 keeps the dataset's native size
+    hflip: bool = False  # random horizontal flips during training
+    n_points: int = 20000  # size of a 2D toy dataset
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: Literal["unet", "mlp", "tinycnn", "simpleunet"] = "unet"
+    channels: int = 32  # U-Net base width; TinyCNN hidden width; SimpleUnet first width
+    channel_mults: tuple[int, ...] = (1, 2, 2)  # U-Net / SimpleUnet width per level
+    num_res_blocks: int = 1
+    attention_resolutions: tuple[int, ...] = (7,)  # feature-map sizes (px) with self-attention
+    heads: int = 1
+    dropout: float = 0.0
+    num_classes: int = 0  # > 0: class-conditional, with one extra "null" label
+    hidden: int = 128  # MLP width
+    depth: int = 3  # MLP hidden layers
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    schedule: Literal["linear", "cosine", "sigmoid", "geometric"] = "cosine"
+    T: int = 1000
+    beta_start: float = 0.0  # linear only; 0 means 1e-4 * 1000 / T
+    beta_end: float = 0.0  # linear only; 0 means 0.02 * 1000 / T
+    a: float = 0.9  # geometric only: alpha_bar_t = a^t
+    prediction: Literal["eps", "x0", "v"] = "eps"
+    weighting: Literal["simple", "min-snr"] = "simple"
+    min_snr_gamma: float = 5.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup: int = 100  # linear learning-rate warmup steps
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    grad_clip: float = 1.0  # 0 disables clipping
+    ema_decay: float = 0.999
+    ema_warmup: bool = True  # decay_n = min(ema_decay, (1 + n) / (10 + n))
+    seed: int = 0
+    minutes: float = 0.0  # wall-clock budget; 0 means no budget
+    log_every: int = 50
+    sample_every: int = 0  # periodic sample grids; 0 turns them off
+    ckpt_every: int = 1000
+    device: str = "auto"  # auto picks cuda, then mps, then cpu
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    p_uncond: float = 0.1  # label dropout for classifier-free guidance (conditional models)
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    sampler: str = "ddpm"
+    steps: int = 100  # network evaluations; at most diffusion.T
+    spacing: Literal["leading", "trailing", "linspace", "quadratic", "karras"] = "trailing"
+    variance: Literal["beta", "posterior"] = "posterior"  # DDPM sigma_t^2: beta_t or beta-tilde_t
+    clip: bool = True  # clip predicted x0 to [-1, 1] (images only)
+    batch_size: int = 256
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = "custom"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+
+SECTIONS = tuple(f.name for f in dataclasses.fields(Config) if f.name != "name")
+
+# Fields that must be positive (> 0) or non-negative (>= 0); checked after every merge.
+_POSITIVE = {
+    "diffusion.T", "train.steps", "train.batch_size", "train.lr", "train.log_every", "train.ckpt_every",
+    "model.channels", "model.num_res_blocks", "model.heads", "model.hidden", "model.depth",
+    "sample.steps", "sample.batch_size", "data.n_points", "diffusion.min_snr_gamma",
+}
+_NON_NEGATIVE = {
+    "data.image_size", "model.num_classes", "model.dropout", "diffusion.beta_start", "diffusion.beta_end",
+    "train.weight_decay", "train.warmup", "train.grad_clip", "train.minutes", "train.sample_every",
+    "train.seed", "sample.seed", "train.min_lr_ratio",
+}
+_UNIT_INTERVAL = {"train.ema_decay", "train.p_uncond", "model.dropout"}
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("ddpmlab.configs").iterdir() if p.name.endswith(".toml"))
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check and convert one value to a field's annotated type, or raise ConfigError."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key} must be one of {', '.join(map(str, args))}; got {value!r}")
+        return value
+    if origin is tuple:
+        items = value if isinstance(value, (list, tuple)) else [value]
+        return tuple(_coerce(key, v, args[0]) for v in items)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false; got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer; got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number; got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number; got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string; got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp} for {key}")  # pragma: no cover
+
+
+def _merge(cfg: Config, table: dict[str, Any], origin: str) -> Config:
+    """Overlay a nested {section: {field: value}} table on cfg."""
+    changes: dict[str, Any] = {}
+    for section, values in table.items():
+        if section == "name":
+            changes["name"] = _coerce("name", values, str)
+            continue
+        if section not in SECTIONS:
+            raise ConfigError(f"{origin}: unknown section [{section}]; valid sections: {', '.join(SECTIONS)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{origin}: [{section}] must be a table of settings")
+        current = getattr(cfg, section)
+        hints = typing.get_type_hints(type(current))
+        updates = {}
+        for key, value in values.items():
+            if key not in hints:
+                raise ConfigError(
+                    f"{origin}: unknown setting {section}.{key}; valid: {', '.join(f'{section}.{k}' for k in hints)}"
+                )
+            updates[key] = _coerce(f"{section}.{key}", value, hints[key])
+        changes[section] = dataclasses.replace(current, **updates)
+    return dataclasses.replace(cfg, **changes)
+
+
+def parse_override(item: str) -> dict[str, Any]:
+    """'train.steps=2000' -> {'train': {'steps': 2000}}; values are read as TOML, else as a plain string."""
+    if "=" not in item:
+        raise ConfigError(f"--set needs SECTION.KEY=VALUE, e.g. train.steps=2000; got {item!r}")
+    path, raw = item.split("=", 1)
+    parts = path.strip().split(".")
+    if len(parts) != 2:
+        raise ConfigError(f"--set key must be SECTION.KEY (e.g. model.channels); got {path!r}")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    if isinstance(value, str) and value.lower() in {"nan", "+nan", "-nan", "inf", "+inf", "-inf"}:
+        value = float(value)
+    return {parts[0]: {parts[1]: value}}
+
+
+def validate(cfg: Config) -> Config:
+    """Range checks that no type annotation can express."""
+    flat = {f"{s}.{k}": v for s in SECTIONS for k, v in dataclasses.asdict(getattr(cfg, s)).items()}
+    for key in _POSITIVE:
+        if flat[key] <= 0:
+            raise ConfigError(f"{key} must be positive; got {flat[key]}")
+    for key in _NON_NEGATIVE:
+        if flat[key] < 0:
+            raise ConfigError(f"{key} must not be negative; got {flat[key]}")
+    for key in _UNIT_INTERVAL:
+        if not 0 <= flat[key] < 1:
+            raise ConfigError(f"{key} must lie in [0, 1); got {flat[key]}")
+    if cfg.sample.steps > cfg.diffusion.T:
+        raise ConfigError(f"sample.steps ({cfg.sample.steps}) cannot exceed diffusion.T ({cfg.diffusion.T})")
+    if not 0 < cfg.diffusion.a < 1:
+        raise ConfigError(f"diffusion.a must lie in (0, 1); got {cfg.diffusion.a}")
+    return cfg
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found; pass an existing .toml file")
+    try:
+        return tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML ({exc}); fix the file") from None
+
+
+def load_preset(name: str) -> Config:
+    names = preset_names()
+    if name not in names:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(names)}")
+    text = resources.files("ddpmlab.configs").joinpath(f"{name}.toml").read_text()
+    return _merge(Config(name=name), tomllib.loads(text), f"preset {name}")
+
+
+def build_config(
+    preset: str | None = None, config_file: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> Config:
+    """Preset (or defaults), then a config file, then each --set override, then range checks."""
+    cfg = load_preset(preset) if preset else Config()
+    if config_file:
+        cfg = _merge(cfg, read_toml(config_file), str(config_file))
+    for item in overrides:
+        cfg = _merge(cfg, parse_override(item), "--set")
+    return validate(cfg)
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    def plain(v: Any) -> Any:
+        return list(v) if isinstance(v, tuple) else v
+
+    out: dict[str, Any] = {"name": cfg.name}
+    for s in SECTIONS:
+        out[s] = {k: plain(v) for k, v in dataclasses.asdict(getattr(cfg, s)).items()}
+    return out
+
+
+def to_toml(cfg: Config) -> str:
+    import tomli_w
+
+    return tomli_w.dumps(to_dict(cfg))
+
+
+def from_toml_text(text: str, origin: str) -> Config:
+    try:
+        table = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{origin} is not valid TOML ({exc})") from None
+    return validate(_merge(Config(), table, origin))

@@ -1,0 +1,54 @@
+"""Denoising networks. Every model is called as model(x_t, t, y=None) -> prediction of x_t's shape."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..config import Config
+from ..errors import ConfigError
+from .mlp import MLP, MLPConfig
+from .tutorial import SimpleUnet, TinyCNN
+from .unet import UNet, UNetConfig, check_image_size
+
+__all__ = ["MLP", "MLPConfig", "SimpleUnet", "TinyCNN", "UNet", "UNetConfig", "build_model", "count_parameters"]
+
+
+def build_model(cfg: Config, item_shape: tuple[int, ...]) -> nn.Module:
+    """The network cfg.model describes, for data items of item_shape: (C, H, W) or (D,)."""
+    m = cfg.model
+    is_image = len(item_shape) == 3
+    if (m.arch == "mlp") == is_image:
+        kind = "images" if is_image else "2D points"
+        raise ConfigError(f"model.arch={m.arch} does not fit {kind}; use {'unet' if is_image else 'mlp'}")
+    if m.arch != "mlp" and item_shape[1] != item_shape[2]:
+        raise ConfigError(f"images must be square, got {item_shape[1]}x{item_shape[2]}; set data.image_size")
+    if m.num_classes and m.arch in ("tinycnn", "simpleunet"):
+        raise ConfigError(f"model.arch={m.arch} takes no class labels; use arch=unet for model.num_classes > 0")
+    try:
+        if m.arch == "mlp":
+            return MLP(MLPConfig(item_shape[0], m.hidden, m.depth, num_classes=m.num_classes))
+        channels, size = item_shape[0], item_shape[1]
+        if m.arch == "tinycnn":
+            return TinyCNN(channels, m.channels, cfg.diffusion.T)
+        if m.arch == "simpleunet":
+            check_image_size(size, len(m.channel_mults))
+            return SimpleUnet(channels, tuple(m.channels * k for k in m.channel_mults))
+        return UNet(
+            UNetConfig(
+                in_channels=channels,
+                image_size=size,
+                channels=m.channels,
+                channel_mults=m.channel_mults,
+                num_res_blocks=m.num_res_blocks,
+                attention_resolutions=m.attention_resolutions,
+                heads=m.heads,
+                dropout=m.dropout,
+                num_classes=m.num_classes,
+            )
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

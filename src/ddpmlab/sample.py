@@ -1,0 +1,184 @@
+"""Load a run, build its denoiser, sample in batches, and write grids, arrays, trajectories and GIFs."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from . import checkpoint as ckpt
+from .config import Config, validate
+from .errors import ConfigError, RunError
+from .models import build_model
+from .runtime import pick_device
+from .samplers.run import sample_from_config
+from .schedules import Schedule, schedule_from_config
+
+@dataclass
+class LoadedRun:
+    """A trained run ready to sample: config, network (eval mode), schedule and data shape."""
+
+    path: Path
+    cfg: Config
+    model: torch.nn.Module
+    schedule: Schedule
+    item_shape: tuple[int, ...]
+    class_names: tuple[str, ...]
+    step: int
+    device: torch.device
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.item_shape) == 3
+
+
+def load_run(run_dir: str | Path, *, weights: Literal["ema", "model"] = "ema", device: str = "auto") -> LoadedRun:
+    """Read config.toml and meta.json, build the network and load its (EMA) weights."""
+    run_dir = Path(run_dir)
+    cfg = ckpt.read_config(run_dir)
+    meta = ckpt.read_meta(run_dir)
+    item_shape = tuple(int(v) for v in meta["item_shape"])
+    dev = pick_device(device)
+    model = build_model(cfg, item_shape)
+    step = ckpt.load_weights(run_dir / (ckpt.EMA if weights == "ema" else ckpt.MODEL), model)
+    model.to(dev).eval()
+    return LoadedRun(run_dir, cfg, model, schedule_from_config(cfg.diffusion), item_shape, tuple(meta["class_names"]), step, dev)
+
+
+def with_sample_settings(run: LoadedRun, **settings: Any) -> LoadedRun:
+    """A copy of run whose cfg.sample has the given (non-None) settings, range-checked."""
+    updates = {k: v for k, v in settings.items() if v is not None}
+    if not updates:
+        return run
+    try:
+        cfg = validate(dataclasses.replace(run.cfg, sample=dataclasses.replace(run.cfg.sample, **updates)))
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from None
+    return dataclasses.replace(run, cfg=cfg)
+
+
+@torch.no_grad()
+def sample(run: LoadedRun, n: int, *, progress: bool = False) -> torch.Tensor:
+    """n samples (n, *item_shape) in data space ([-1, 1] for images) with run.cfg.sample's settings."""
+    if n < 1:
+        raise ConfigError(f"--n must be at least 1, got {n}")
+    return sample_from_config(run.cfg, run.model, run.schedule, run.item_shape, n, run.device, progress=progress)
+
+
+@torch.no_grad()
+def record_trajectory(run: LoadedRun, n: int) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    """Sample n items in one batch, keeping every step: (ts, x_t: (K, n, ...), x0_hat: (K, n, ...)).
+
+    Samples equal those of sample() with the same seed: the first n of them.
+    """
+    ts, xs, x0s = [], [], []
+
+    def keep(i: int, t: int, x: torch.Tensor, x0: torch.Tensor) -> None:
+        ts.append(t)
+        xs.append(x.float().cpu())
+        x0s.append(x0.float().cpu())
+
+    sample_from_config(run.cfg, run.model, run.schedule, run.item_shape, n, run.device, callback=keep, batch_size=n)
+    return ts, torch.stack(xs), torch.stack(x0s)
+
+
+def save_npz(path: Path, samples: torch.Tensor, labels: torch.Tensor | None, is_image: bool) -> None:
+    """uint8 images (N, H, W, C) or float32 points (N, D), plus labels when conditional."""
+    from .viz import to_uint8
+
+    arrays: dict[str, np.ndarray] = {"images" if is_image else "points":
+                                     to_uint8(samples) if is_image else samples.numpy().astype(np.float32)}
+    if labels is not None:
+        arrays["labels"] = labels.cpu().numpy()
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    ckpt.atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
+def write_samples(run: LoadedRun, samples: torch.Tensor, out: Path) -> list[Path]:
+    """A PNG (grid, or scatter for 2D data) plus an .npz of the samples beside it."""
+    from .viz import save_grid, save_scatter
+
+    labels = _labels(run, len(samples))
+    if run.is_image:
+        save_grid(samples, out, nrow=_nrow(run, len(samples)))
+    else:
+        save_scatter(samples, out, reference=_reference_points(run), labels=labels)
+    npz = out.with_suffix(".npz")
+    save_npz(npz, samples, labels, run.is_image)
+    return [out, npz]
+
+
+def write_reverse_process(run: LoadedRun, trajectory: Path | None, gif: Path | None) -> list[Path]:
+    """The denoising trajectory figure (x_t and predicted x0 over time) and/or a GIF of x_t."""
+    from .viz import grid_image, save_gif, scatter_frame, trajectory_figure
+
+    n = (8 if trajectory is not None else 16) if run.is_image else 1000
+    if gif is not None and run.is_image:
+        n = 16
+    ts, xs, x0s = record_trajectory(run, n)
+    written = []
+    if trajectory is not None:
+        _check_writable(trajectory)
+        keep = sorted(set(round(k * (len(ts) - 1) / 9) for k in range(10)))
+        if run.is_image:
+            trajectory_figure([ts[k] for k in keep], xs[keep, :6], x0s[keep, :6], trajectory)
+        else:
+            _scatter_trajectory([ts[k] for k in keep], xs[keep], trajectory)
+        written.append(trajectory)
+    if gif is not None:
+        _check_writable(gif)
+        frames_idx = _frame_indices(len(ts), 60)
+        if run.is_image:
+            frames = [grid_image(xs[k], nrow=4) for k in frames_idx]
+            frames = [_upscale(f, 2 if run.item_shape[-1] <= 32 else 1) for f in frames]
+        else:
+            frames = [scatter_frame(xs[k], title=f"t = {ts[k]}") for k in frames_idx]
+        save_gif(frames, gif)
+        written.append(gif)
+    return written
+
+
+def _frame_indices(total: int, most: int) -> list[int]:
+    if total <= most:
+        return list(range(total))
+    return sorted(set(round(k * (total - 1) / (most - 1)) for k in range(most)))
+
+
+def _upscale(frame: np.ndarray, k: int) -> np.ndarray:
+    return frame.repeat(k, axis=0).repeat(k, axis=1) if k > 1 else frame
+
+
+def _scatter_trajectory(ts: list[int], xs: torch.Tensor, path: Path) -> None:
+    from .viz import scatter_frame, _save_array
+
+    panels = [scatter_frame(xs[k], title=f"t = {t}") for k, t in enumerate(ts)]
+    _save_array(np.concatenate([np.concatenate(panels[:5], 1), np.concatenate(panels[5:10], 1)], 0)
+                if len(panels) == 10 else np.concatenate(panels, 1), path)
+
+
+def _check_writable(path: Path) -> None:
+    if not path.parent.is_dir():
+        raise ConfigError(f"output folder {path.parent} does not exist; create it or choose another path")
+
+
+def _labels(run: LoadedRun, n: int) -> torch.Tensor | None:
+    k = run.cfg.model.num_classes
+    return torch.arange(n) % k if k else None
+
+
+def _nrow(run: LoadedRun, n: int) -> int:
+    k = run.cfg.model.num_classes
+    return k if k and n >= k else max(1, int(round(n ** 0.5)))
+
+
+def _reference_points(run: LoadedRun) -> torch.Tensor | None:
+    from .data import TOYS, toy_points
+
+    name = run.cfg.data.name
+    return toy_points(name, 2000, seed=1)[0] if name in TOYS else None

@@ -1,0 +1,188 @@
+"""Noise schedules and sampler timestep spacings: pure math on tensors.
+
+Notation (Ho et al. 2020; Kingma et al. 2021):
+    t            integer time, 1..T; t = 0 is clean data
+    beta_t       per-step variance of q(x_t | x_{t-1})
+    alpha_bar_t  prod_{s<=t} (1 - beta_s); alpha_bar_0 = 1
+    alpha_t      sqrt(alpha_bar_t), the signal scale of q(x_t | x_0)
+    sigma_t      sqrt(1 - alpha_bar_t), the noise scale of q(x_t | x_0)
+    lambda_t     log(alpha_t^2 / sigma_t^2), the log signal-to-noise ratio
+
+Every table has T + 1 entries indexed by t, so code reads like the equations.
+Tables are float64; callers cast where data meets the network.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import torch
+
+from .errors import ConfigError
+
+ScheduleName = Literal["linear", "cosine", "sigmoid", "geometric"]
+Spacing = Literal["leading", "trailing", "linspace", "quadratic", "karras"]
+
+BETA_MAX = 0.999  # Nichol & Dhariwal 2021, Sec. 3.2: clip beta to avoid a singularity at t = T
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A discrete-time variance schedule; betas: (T + 1,) float64 with betas[0] = 0."""
+
+    name: str
+    betas: torch.Tensor
+
+    @property
+    def T(self) -> int:
+        return self.betas.numel() - 1
+
+    @property
+    def alpha_bar(self) -> torch.Tensor:
+        """(T + 1,) cumulative product prod_{s<=t}(1 - beta_s), alpha_bar[0] = 1."""
+        return torch.cumprod(1.0 - self.betas, dim=0)
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        """(T + 1,) signal scale sqrt(alpha_bar_t)."""
+        return self.alpha_bar.sqrt()
+
+    @property
+    def sigma(self) -> torch.Tensor:
+        """(T + 1,) noise scale sqrt(1 - alpha_bar_t)."""
+        return (1.0 - self.alpha_bar).sqrt()
+
+    @property
+    def log_snr(self) -> torch.Tensor:
+        """(T + 1,) lambda_t = log(alpha_bar_t / (1 - alpha_bar_t)); +inf at t = 0."""
+        ab = self.alpha_bar
+        return torch.log(ab) - torch.log1p(-ab)
+
+    def at(self, table: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """Gather table[t] for a batch t: (B,) and shape it to broadcast against `like`: (B, ...)."""
+        dtype = torch.float32 if like.device.type == "mps" else torch.float64
+        values = table.to(device=t.device, dtype=dtype)[t.long()]
+        return values.reshape(-1, *([1] * (like.dim() - 1))).to(like.dtype)
+
+
+def _from_alpha_bar(name: str, alpha_bar: torch.Tensor) -> Schedule:
+    """Betas from alpha_bar_1..T (float64), clipped to BETA_MAX."""
+    alpha_bar = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar])
+    betas = (1.0 - alpha_bar[1:] / alpha_bar[:-1]).clamp(0.0, BETA_MAX)
+    return Schedule(name, torch.cat([torch.zeros(1, dtype=torch.float64), betas]))
+
+
+def linear(T: int, beta_start: float | None = None, beta_end: float | None = None) -> Schedule:
+    """Ho et al. 2020, Sec. 4: betas linear from 1e-4 to 0.02 at T = 1000.
+
+    Without explicit endpoints they are rescaled by 1000 / T (Nichol & Dhariwal 2021),
+    so any T ends near pure noise.
+    """
+    scale = 1000.0 / T
+    start = beta_start if beta_start is not None else 1e-4 * scale
+    end = beta_end if beta_end is not None else 0.02 * scale
+    betas = torch.linspace(start, end, T, dtype=torch.float64)
+    return Schedule("linear", torch.cat([torch.zeros(1, dtype=torch.float64), betas]))
+
+
+def cosine(T: int, s: float = 0.008) -> Schedule:
+    """Nichol & Dhariwal 2021, eq. 17: alpha_bar_t = f(t)/f(0), f(t) = cos^2(pi/2 (t/T + s)/(1 + s))."""
+    t = torch.arange(T + 1, dtype=torch.float64)
+    f = torch.cos((t / T + s) / (1 + s) * math.pi / 2) ** 2
+    return _from_alpha_bar("cosine", (f / f[0])[1:])
+
+
+def sigmoid(T: int, start: float = -3.0, end: float = 3.0, tau: float = 1.0) -> Schedule:
+    """Jabri et al. 2022 (RIN), Alg. 1: alpha_bar from a shifted, rescaled sigmoid of t/T."""
+    t = torch.arange(1, T + 1, dtype=torch.float64) / T
+    v_start = torch.sigmoid(torch.tensor(start / tau, dtype=torch.float64))
+    v_end = torch.sigmoid(torch.tensor(end / tau, dtype=torch.float64))
+    alpha_bar = (v_end - torch.sigmoid((t * (end - start) + start) / tau)) / (v_end - v_start)
+    return _from_alpha_bar("sigmoid", alpha_bar.clamp(1e-9, 1.0))
+
+
+def geometric(T: int, a: float = 0.9) -> Schedule:
+    """The T = 30 MNIST tutorial's schedule: alpha_bar_t = a^t, i.e. a constant beta_t = 1 - a."""
+    if not 0.0 < a < 1.0:
+        raise ValueError(f"geometric schedule needs 0 < a < 1, got {a}")
+    betas = torch.full((T,), 1.0 - a, dtype=torch.float64)
+    return Schedule("geometric", torch.cat([torch.zeros(1, dtype=torch.float64), betas]))
+
+
+SCHEDULES: dict[str, Callable[..., Schedule]] = {
+    "linear": linear,
+    "cosine": cosine,
+    "sigmoid": sigmoid,
+    "geometric": geometric,
+}
+
+
+def make_schedule(
+    name: str,
+    T: int,
+    *,
+    beta_start: float | None = None,
+    beta_end: float | None = None,
+    a: float = 0.9,
+) -> Schedule:
+    """Build a schedule by name; the only string dispatch for schedules."""
+    if name not in SCHEDULES:
+        raise ValueError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
+    if T < 1:
+        raise ValueError(f"T must be a positive integer, got {T}")
+    if name == "linear":
+        return linear(T, beta_start, beta_end)
+    if name == "geometric":
+        return geometric(T, a)
+    return SCHEDULES[name](T)
+
+
+def schedule_from_config(d) -> Schedule:
+    """The schedule a DiffusionConfig describes (0 for beta_start / beta_end means the T-rescaled default)."""
+    try:
+        return make_schedule(d.schedule, d.T, beta_start=d.beta_start or None, beta_end=d.beta_end or None, a=d.a)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def spaced_timesteps(schedule: Schedule, steps: int, spacing: Spacing = "trailing") -> torch.Tensor:
+    """Decreasing integer timesteps in [1, T] for a sampler that takes `steps` network evaluations.
+
+    leading / trailing / linspace follow Lin et al. 2024, Table 2 ("trailing" starts at t = T,
+    so the first step sees pure noise); quadratic is DDIM's Sec. D.2 choice; karras places the
+    steps at the noise levels of Karras et al. 2022, eq. 5 (rho = 7), mapped to the nearest t.
+    """
+    T = schedule.T
+    if not 1 <= steps <= T:
+        raise ValueError(f"steps must be between 1 and T={T}, got {steps}")
+    if spacing == "leading":
+        ts = torch.arange(0, steps, dtype=torch.float64) * (T // steps) + 1
+    elif spacing == "trailing":
+        ts = torch.round(torch.arange(T, 0, -T / steps, dtype=torch.float64)).flip(0)
+    elif spacing == "linspace":
+        ts = torch.round(torch.linspace(1, T, steps, dtype=torch.float64))
+    elif spacing == "quadratic":
+        ts = torch.round(torch.linspace(1.0, math.sqrt(T), steps, dtype=torch.float64) ** 2)
+    elif spacing == "karras":
+        ts = _karras_timesteps(schedule, steps)
+    else:
+        raise ValueError(f"unknown spacing {spacing!r}; choose leading, trailing, linspace, quadratic, karras")
+    ts = torch.unique(ts.long().clamp(1, T))  # sorted ascending, duplicates (tiny T) removed
+    return ts.flip(0)
+
+
+def karras_sigmas(sigma_min: float, sigma_max: float, steps: int, rho: float = 7.0) -> torch.Tensor:
+    """Karras et al. 2022, eq. 5: sigma_i = (s_max^(1/rho) + i/(N-1) (s_min^(1/rho) - s_max^(1/rho)))^rho."""
+    ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    return (hi + ramp * (lo - hi)) ** rho
+
+
+def _karras_timesteps(schedule: Schedule, steps: int) -> torch.Tensor:
+    """Nearest discrete t for each Karras noise level, in the variance-exploding sigma = sigma_t/alpha_t."""
+    ve_sigma = (schedule.sigma[1:] / schedule.alpha[1:]).clamp_min(1e-12)
+    targets = karras_sigmas(float(ve_sigma[0]), float(ve_sigma[-1]), steps)
+    idx = torch.argmin((ve_sigma.log()[None, :] - targets.log()[:, None]).abs(), dim=1)
+    return (idx + 1).to(torch.float64)

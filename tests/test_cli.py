@@ -1,0 +1,159 @@
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ddpmlab.cli import main
+
+TINY = ["--set", "model.channels=8", "--set", "model.channel_mults=[1, 2]", "--set",
+        "model.attention_resolutions=[]", "--set", "diffusion.T=50", "--set", "sample.steps=5",
+        "--set", "train.batch_size=8", "--set", "train.log_every=5", "--quiet"]
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_valid_png(path):
+    with Image.open(path) as im:
+        im.verify()
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory):
+    """A tiny U-Net trained 10 steps on a folder of grayscale images, through the CLI."""
+    root = tmp_path_factory.mktemp("cli")
+    folder = root / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(16):
+        Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8), mode="L").save(folder / f"{i}.png")
+    run = root / "run"
+    assert main(["train", "--preset", "mnist", "--data", f"folder:{folder}", "--steps", "10",
+                 "--out", str(run), *TINY]) == 0
+    return run
+
+
+def test_train_writes_a_complete_run(image_run):
+    for name in ("config.toml", "meta.json", "model.safetensors", "ema.safetensors", "state.pt",
+                 "metrics.csv", "loss.png"):
+        assert (image_run / name).is_file(), name
+    assert any(p.name.startswith("events.out.tfevents") for p in image_run.iterdir())
+    assert_valid_png(image_run / "loss.png")
+
+
+def test_sample_writes_grid_npz_trajectory_and_gif(image_run, tmp_path, capsys):
+    out = tmp_path / "s.png"
+    code, stdout, _ = run_cli(capsys, "sample", str(image_run), "--n", "6", "--seed", "1", "--out", str(out),
+                              "--trajectory", "--gif")
+    assert code == 0
+    assert_valid_png(out)
+    arrays = np.load(tmp_path / "s.npz")
+    assert arrays["images"].shape == (6, 16, 16, 1) and arrays["images"].dtype == np.uint8
+    assert_valid_png(tmp_path / "trajectory.png")
+    with Image.open(tmp_path / "reverse.gif") as gif:
+        assert gif.n_frames > 5
+
+
+def test_resume_extends_a_run(image_run, capsys):
+    code, _, _ = run_cli(capsys, "train", "--resume", str(image_run), "--steps", "12", "--quiet")
+    assert code == 0
+    import torch
+
+    assert torch.load(image_run / "state.pt", weights_only=True)["step"] == 12
+
+
+def test_forward_strip_from_data_and_from_a_picture(tmp_path, capsys):
+    out = tmp_path / "f.png"
+    assert run_cli(capsys, "forward", "--data", "mnist-5k", "--t", "0,50,100,150,199", "--T", "200",
+                   "--out", str(out))[0] == 0
+    assert_valid_png(out)
+    pic = tmp_path / "pic.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(pic)
+    out2 = tmp_path / "g.png"
+    assert run_cli(capsys, "forward", "--image", str(pic), "--image-size", "32", "--schedule", "linear,cosine",
+                   "--out", str(out2))[0] == 0
+    assert_valid_png(out2)
+
+
+def test_schedules_plot_and_presets_list(tmp_path, capsys):
+    out = tmp_path / "sched.png"
+    assert run_cli(capsys, "schedules", "--T", "500", "--out", str(out))[0] == 0
+    assert_valid_png(out)
+    code, stdout, _ = run_cli(capsys, "presets")
+    assert code == 0 and "mnist" in stdout and "tutorial-simpleunet" in stdout
+
+
+def test_moons_end_to_end_scatter(tmp_path, capsys):
+    run = tmp_path / "moons"
+    assert run_cli(capsys, "train", "--preset", "moons", "--steps", "20", "--out", str(run), "--quiet")[0] == 0
+    assert run_cli(capsys, "sample", str(run), "--n", "200", "--out", str(tmp_path / "m.png"), "--gif")[0] == 0
+    assert_valid_png(tmp_path / "m.png")
+    assert np.load(tmp_path / "m.npz")["points"].shape == (200, 2)
+
+
+def _snapshot(folder):
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} if folder.exists() else {}
+
+
+BAD = [
+    (["train", "--preset", "nope"], "unknown preset 'nope'"),
+    (["train", "--preset", "mnist", "--data", "imagenet"], "unknown dataset 'imagenet'"),
+    (["train", "--preset", "mnist", "--set", "diffusion.schedule=zigzag"], "diffusion.schedule must be one of"),
+    (["train", "--preset", "mnist", "--set", "model.widht=3"], "unknown setting model.widht"),
+    (["train", "--preset", "mnist", "--set", "train.steps=abc"], "train.steps must be an integer"),
+    (["train", "--preset", "mnist", "--set", "train.lr=nan"], "train.lr must be a finite number"),
+    (["train", "--preset", "mnist", "--set", "train.batch_size=-4"], "train.batch_size must be positive"),
+    (["train", "--preset", "mnist", "--set", "model.channel_mults=[1,2,2,2]"], "cannot be halved"),
+    (["train", "--preset", "mnist", "--set", "sample.steps=5000"], "cannot exceed diffusion.T"),
+    (["train", "--resume", "RUN_NOT_A_RUN"], "not a ddpmlab run"),
+    (["train", "--preset", "mnist", "--steps", "0"], "must be at least 1"),
+    (["sample", "RUN_NO_WEIGHTS"], "no saved weights"),
+    (["sample", "RUN_GOOD", "--n", "0"], "--n must be at least 1"),
+    (["sample", "RUN_GOOD", "--steps", "-3"], "--steps must be at least 1"),
+    (["sample", "RUN_GOOD", "--sampler", "magic"], "unknown sampler 'magic'"),
+    (["sample", "RUN_GOOD", "--out", "/no/such/dir/x.png"], "does not exist"),
+    (["forward", "--schedule", "zigzag"], "unknown schedule 'zigzag'"),
+    (["forward", "--T", "100", "--t", "0,500"], "must lie in [0, T=100]"),
+    (["train", "--preset", "mnist", "--data", "mnist", "--data-root", "DATA_ROOT"], "use --data mnist-5k"),
+]
+
+
+@pytest.mark.parametrize("argv,message", BAD, ids=[" ".join(a)[:60] for a, _ in BAD])
+def test_bad_input_is_one_line_exit_2_and_touches_nothing(argv, message, image_run, tmp_path, capsys, monkeypatch):
+    from torchvision.datasets import MNIST
+
+    monkeypatch.setattr(MNIST, "mirrors", ["http://127.0.0.1:9/"])  # offline, fast
+    not_a_run = tmp_path / "plain"
+    not_a_run.mkdir()
+    (not_a_run / "notes.txt").write_text("keep me")
+    no_weights = tmp_path / "noweights"
+    no_weights.mkdir()
+    for name in ("config.toml", "meta.json"):
+        (no_weights / name).write_bytes((image_run / name).read_bytes())
+    subst = {"RUN_NOT_A_RUN": str(not_a_run), "RUN_NO_WEIGHTS": str(no_weights), "RUN_GOOD": str(image_run),
+             "DATA_ROOT": str(tmp_path / "data")}
+    argv = [subst.get(a, a) for a in argv]
+    before = {d: _snapshot(d) for d in (not_a_run, no_weights, image_run)}
+    try:
+        code, out, err = run_cli(capsys, *argv)
+    except SystemExit as exc:  # argparse-level mistakes
+        code, err = exc.code, capsys.readouterr().err
+    assert code == 2, err
+    assert message in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    assert {d: _snapshot(d) for d in before} == before
+
+
+def test_subprocess_error_has_no_traceback(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run([sys.executable, "-m", "ddpmlab", "sample", str(tmp_path)], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("ddpmlab: error:") and "Traceback" not in proc.stderr
