@@ -80,7 +80,7 @@ def test_config_drift_names_the_mismatching_keys(run_dir, tmp_path):
         (drift / name).write_bytes((run_dir / name).read_bytes())
     text = (run_dir / ckpt.CONFIG).read_text().replace("hidden = 128", "hidden = 64")
     (drift / ckpt.CONFIG).write_text(text)
-    with pytest.raises(RunError, match=r"shape mismatches \(e\.g\. net\.0\.weight"):
+    with pytest.raises(RunError, match=r"7 shape mismatches \(e\.g\. net\.0\.bias: saved \(128,\), config \(64,\)\)"):
         load_run(drift)
 
 

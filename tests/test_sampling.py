@@ -29,8 +29,13 @@ def test_ddpm_with_exact_denoiser_recovers_gaussian(variance, steps):
     out = sample_ddpm(gaussian_oracle(sched, 1.5, 0.5), x_T, sched, spaced_timesteps(sched, steps),
                       variance=variance, generator=g)
     assert out.mean().item() == pytest.approx(1.5, abs=0.02)
-    tol = 0.02 if variance == "posterior" or steps == 1000 else 0.1  # sigma^2 = beta over-disperses when respaced
-    assert out.std().item() == pytest.approx(0.5, abs=tol)
+    if steps == 1000:
+        assert out.std().item() == pytest.approx(0.5, abs=0.015)
+    else:
+        # Respaced, the chain uses a point estimate of x0 at each of its 50 big steps: the exact variance
+        # recursion gives std 0.444 with beta-tilde (under-dispersed) and 0.512 with beta.
+        expected = 0.444 if variance == "posterior" else 0.512
+        assert out.std().item() == pytest.approx(expected, abs=0.015)
 
 
 def _net():

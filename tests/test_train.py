@@ -20,8 +20,9 @@ def nn_distance(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def test_moons_training_learns_the_distribution(tmp_path):
-    result = train(moons_config("train.steps=1500"), tmp_path / "moons", progress=False, log=lambda s: None)
-    assert result.step == 1500
+    cfg = moons_config("train.steps=3000", "train.lr=3e-3", "train.batch_size=512")
+    result = train(cfg, tmp_path / "moons", progress=False, log=lambda s: None)
+    assert result.step == 3000
     curve = losses(tmp_path / "moons")
     assert sum(curve[-5:]) / 5 < 0.6 * curve[0]
     run = load_run(tmp_path / "moons")

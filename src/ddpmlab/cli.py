@@ -1,4 +1,7 @@
-"""`ddpmlab train | sample | forward | schedules | presets`: parse, build a config, make one library call."""
+"""`ddpmlab train | sample | edit | inpaint | interpolate | invert | forward | schedules | presets`.
+
+Each command parses its arguments, builds a config and makes library calls; no math here.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +22,9 @@ EXAMPLES = {
     "sample": """examples:
   ddpmlab sample runs/mnist --n 64 --seed 0 --out samples.png
   ddpmlab sample runs/mnist --steps 250 --variance beta --trajectory --gif
-  ddpmlab sample runs/moons --n 2000 --out moons.png --gif""",
+  ddpmlab sample runs/moons --n 2000 --out moons.png --gif
+  ddpmlab sample runs/mnist-cond --class 7 --guidance 3 --sampler dpmpp-2m --steps 20
+  ddpmlab sample runs/mnist-cond --guidance-sweep 0,1,3,5 --out sweep.png""",
     "forward": """examples:
   ddpmlab forward --data mnist-5k --t 0,50,100,150,199 --T 200 --out forward.png
   ddpmlab forward --image photo.png --image-size 64 --schedule linear,cosine --out strip.png""",
@@ -27,6 +32,16 @@ EXAMPLES = {
   ddpmlab schedules --T 1000 --out schedules.png""",
     "presets": """examples:
   ddpmlab presets""",
+    "edit": """examples:
+  ddpmlab edit runs/mnist --image digit.png --strength 0.6 --n 6 --out edits.png""",
+    "inpaint": """examples:
+  ddpmlab inpaint runs/mnist --image digit.png --mask mask.png --out filled.png
+  ddpmlab inpaint runs/mnist --image digit.png --mask mask.png --resample 5 --jump 10
+(white mask pixels are filled in, black ones kept)""",
+    "interpolate": """examples:
+  ddpmlab interpolate runs/mnist --seed-a 1 --seed-b 2 --frames 8 --out interp.png""",
+    "invert": """examples:
+  ddpmlab invert runs/mnist --image a.png --image b.png --out latents.npz""",
 }
 
 
@@ -42,6 +57,16 @@ def _csv_ints(text: str) -> list[int]:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _csv_floats(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or any(v < 0 or v != v for v in values):
+        raise ConfigError(f"guidance weights must be non-negative numbers, got {text!r}")
+    return values
 
 
 def _positive(text: str) -> int:
@@ -82,7 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="network evaluations (default: the run's sample.steps)")
     p.add_argument("--sampler", help="sampler name (default: the run's sample.sampler)")
     p.add_argument("--variance", choices=["beta", "posterior"], help="DDPM sigma_t^2: beta_t or beta-tilde_t")
-    p.add_argument("--spacing", choices=["leading", "trailing", "linspace", "quadratic", "karras"])
+    p.add_argument("--spacing", choices=["auto", "leading", "trailing", "linspace", "quadratic", "karras"],
+                   help="timestep spacing (default: the sampler's own, see README)")
+    p.add_argument("--eta", type=float, help="DDIM stochasticity (0 deterministic, 1 ancestral)")
+    p.add_argument("--churn", type=float, help="Heun stochastic churn S_churn (Karras et al. 2022)")
+    p.add_argument("--class", dest="klass", metavar="C", help="conditional runs: a class index or name, or 'all' "
+                   "(one row per class; the default)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance weight w: (1+w) eps(x,c) - w eps(x)")
+    p.add_argument("--guidance-sweep", metavar="W,W,...", help="write one figure: rows = classes, columns = w")
     p.add_argument("--seed", type=int, help="same seed, same samples (whatever the batch size)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--weights", choices=["ema", "model"], default="ema", help="EMA (default) or online weights")
@@ -109,6 +141,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="schedules.png")
 
     command("presets", "List the presets.")
+
+    def edit_common(p: argparse.ArgumentParser, image_required: bool = True) -> None:
+        p.add_argument("run", help="run directory")
+        p.add_argument("--steps", type=int, help="network evaluations (default: the run's sample.steps)")
+        p.add_argument("--seed", type=int)
+        p.add_argument("--class", dest="klass", metavar="C", help="class index or name (conditional runs)")
+        p.add_argument("--guidance", type=float, help="classifier-free guidance weight w")
+        p.add_argument("--weights", choices=["ema", "model"], default="ema")
+        p.add_argument("--device", default="auto")
+
+    p = command("edit", "SDEdit: noise an image part-way, then denoise it with the model.")
+    edit_common(p)
+    p.add_argument("--image", required=True)
+    p.add_argument("--strength", type=float, default=0.6, help="t0 = strength * T (default 0.6)")
+    p.add_argument("--sampler", help="sampler name (default: the run's)")
+    p.add_argument("--n", type=_positive, default=4, help="edits with different seeds (default 4)")
+    p.add_argument("--out", default="edit.png")
+
+    p = command("inpaint", "RePaint: fill the white pixels of a mask, keep the rest of the image.")
+    edit_common(p)
+    p.add_argument("--image", required=True)
+    p.add_argument("--mask", required=True, help="white (>= 128) = fill in, black = keep")
+    p.add_argument("--resample", type=_positive, default=1, help="RePaint resampling count (1 = none)")
+    p.add_argument("--jump", type=_positive, default=10, help="RePaint jump length in sampler steps")
+    p.add_argument("--n", type=_positive, default=4)
+    p.add_argument("--out", default="inpaint.png")
+
+    p = command("interpolate", "Decode a spherical interpolation between two seeds' noise with DDIM.")
+    edit_common(p)
+    p.add_argument("--seed-a", type=int, default=1)
+    p.add_argument("--seed-b", type=int, default=2)
+    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--out", default="interpolate.png")
+
+    p = command("invert", "DDIM inversion: images -> latents x_T (.npz), with their reconstruction.")
+    edit_common(p)
+    p.add_argument("--image", action="append", required=True, help="repeat for several images")
+    p.add_argument("--out", default="latents.npz")
     return parser
 
 
@@ -169,17 +239,28 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
         if args.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {args.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    spacing = args.spacing or ("auto" if args.sampler else None)  # a new sampler brings its own spacing
     run = S.with_sample_settings(run, steps=args.steps, sampler=args.sampler, variance=args.variance,
-                                 spacing=args.spacing, seed=args.seed, batch_size=args.batch_size)
-    print(f"sampling {args.n} from {run_dir} (step {run.step}) with {run.cfg.sample.sampler}, "
-          f"{run.cfg.sample.steps} steps, seed {run.cfg.sample.seed}")
-    samples = S.sample(run, args.n, progress=True)
-    files = S.write_samples(run, samples, out)
+                                 spacing=spacing, seed=args.seed, batch_size=args.batch_size, eta=args.eta,
+                                 s_churn=args.churn, guidance=args.guidance)
+    S.check_guidance(run, run.cfg.sample.guidance)
+    labels = S.class_labels(run, args.klass, args.n)
+    if args.guidance_sweep is not None:
+        weights = _csv_floats(args.guidance_sweep)
+        S.check_guidance(run, max(weights))
+        files = [S.guidance_sweep(run, weights, out, per_cell=max(1, min(args.n, 8)))]
+    else:
+        s = run.cfg.sample
+        print(f"sampling {args.n} from {run_dir} (step {run.step}) with {s.sampler}, {s.steps} steps"
+              f"{f', guidance {s.guidance:g}' if s.guidance else ''}, seed {s.seed}")
+        samples = S.sample(run, args.n, labels=labels, progress=True)
+        files = S.write_samples(run, samples, out, labels)
     if args.trajectory is not None or args.gif is not None:
         files += S.write_reverse_process(
             run,
             trajectory=None if args.trajectory is None else Path(args.trajectory or out.parent / "trajectory.png"),
             gif=None if args.gif is None else Path(args.gif or out.parent / "reverse.gif"),
+            labels=labels,
         )
     for f in files:
         print(f"wrote {f}")
@@ -194,6 +275,116 @@ def cmd_forward(args: argparse.Namespace) -> int:
                    schedules=[s.strip() for s in args.schedule.split(",") if s.strip()],
                    image_size=args.image_size, data_root=args.data_root, seed=args.seed, out=out)
     print(f"wrote {out}")
+    return 0
+
+
+def _edit_run(args: argparse.Namespace, sampler: str | None = None):
+    """Load a run for editing with the command's sampling overrides, and the class label to use."""
+    from . import sample as S
+
+    if args.steps is not None and args.steps < 1:
+        raise ConfigError(f"--steps must be at least 1, got {args.steps}")
+    run = S.load_run(args.run, weights=args.weights, device=args.device)
+    run = S.with_sample_settings(run, steps=args.steps, seed=args.seed, guidance=args.guidance, sampler=sampler)
+    S.check_guidance(run, run.cfg.sample.guidance)
+    labels = S.class_labels(run, args.klass, 1) if args.klass is not None else None
+    return run, (None if labels is None else int(labels[0]))
+
+
+def _labels(label: int | None, n: int):
+    import torch
+
+    return None if label is None else torch.full((n,), label, dtype=torch.long)
+
+
+def _picture_for(run, path: str):
+    from .data import load_picture
+
+    c, h, _ = run.item_shape
+    return load_picture(path, size=h, channels=c)
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    import torch
+
+    from .edit import sdedit
+    from .viz import save_grid
+
+    out = _check_out(args.out)
+    if args.sampler is not None:
+        from .samplers import SAMPLERS
+
+        if args.sampler not in SAMPLERS:
+            raise ConfigError(f"unknown sampler {args.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    run, label = _edit_run(args, args.sampler)
+    _require_images(run)
+    image = _picture_for(run, args.image)
+    noised, edits = sdedit(run, image, args.strength, args.n, _labels(label, args.n))
+    save_grid(torch.cat([image, noised[:1], edits]), out, nrow=args.n + 2)
+    print(f"wrote {out}  (input, noised to t0 = {round(args.strength * run.schedule.T)}, then {args.n} edits)")
+    return 0
+
+
+def cmd_inpaint(args: argparse.Namespace) -> int:
+    import torch
+
+    from .edit import inpaint
+    from .viz import save_grid
+
+    out = _check_out(args.out)
+    run, label = _edit_run(args)
+    _require_images(run)
+    image = _picture_for(run, args.image)
+    from .data import load_mask
+
+    mask = load_mask(args.mask, args.image, run.item_shape[-1])
+    filled = inpaint(run, image, mask, args.n, args.jump, args.resample, _labels(label, args.n))
+    shown = image * (1 - mask) + mask * torch.full_like(image, 0.0)
+    save_grid(torch.cat([image, shown, filled]), out, nrow=args.n + 2)
+    print(f"wrote {out}  (input, masked input, then {args.n} fills)")
+    return 0
+
+
+def _require_images(run) -> None:
+    if not run.is_image:
+        raise ConfigError(f"{run.path} models 2D points; editing needs an image run")
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    from .edit import interpolate
+    from .viz import save_grid
+
+    out = _check_out(args.out)
+    run, label = _edit_run(args)
+    _require_images(run)
+    frames = interpolate(run, args.seed_a, args.seed_b, args.frames, label)
+    save_grid(frames, out, nrow=args.frames)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_invert(args: argparse.Namespace) -> int:
+    import io
+
+    import numpy as np
+    import torch
+
+    from .checkpoint import atomic_write
+    from .edit import invert
+    from .viz import save_grid
+
+    out = _check_out(args.out)
+    run, label = _edit_run(args)
+    _require_images(run)
+    images = torch.cat([_picture_for(run, p) for p in args.image])
+    latents, recon = invert(run, images, _labels(label, len(images)))
+    err = (recon - images).abs().mean().item()
+    buf = io.BytesIO()
+    np.savez_compressed(buf, latents=latents.numpy(), reconstructions=recon.numpy(), images=images.numpy())
+    atomic_write(out, lambda f: f.write(buf.getvalue()))
+    png = out.with_suffix(".png")
+    save_grid(torch.cat([images, recon]), png, nrow=len(images))
+    print(f"wrote {out} and {png} (top: inputs, bottom: reconstructions; mean |error| {err:.4f})")
     return 0
 
 
@@ -222,7 +413,8 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "forward": cmd_forward, "schedules": cmd_schedules,
-            "presets": cmd_presets}
+            "presets": cmd_presets, "edit": cmd_edit, "inpaint": cmd_inpaint, "interpolate": cmd_interpolate,
+            "invert": cmd_invert}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -83,8 +83,11 @@ class TrainConfig:
 class SampleConfig:
     sampler: str = "ddpm"
     steps: int = 100  # network evaluations; at most diffusion.T
-    spacing: Literal["leading", "trailing", "linspace", "quadratic", "karras"] = "trailing"
+    spacing: Literal["auto", "leading", "trailing", "linspace", "quadratic", "karras"] = "auto"  # auto: per sampler
     variance: Literal["beta", "posterior"] = "posterior"  # DDPM sigma_t^2: beta_t or beta-tilde_t
+    eta: float = 0.0  # DDIM stochasticity: 0 deterministic, 1 ancestral
+    s_churn: float = 0.0  # Heun (Karras Alg. 2) stochastic churn; 0 is deterministic
+    guidance: float = 0.0  # classifier-free guidance weight w (conditional runs)
     clip: bool = True  # clip predicted x0 to [-1, 1] (images only)
     batch_size: int = 256
     seed: int = 0
@@ -111,7 +114,7 @@ _POSITIVE = {
 _NON_NEGATIVE = {
     "data.image_size", "model.num_classes", "model.dropout", "diffusion.beta_start", "diffusion.beta_end",
     "train.weight_decay", "train.warmup", "train.grad_clip", "train.minutes", "train.sample_every",
-    "train.seed", "sample.seed", "train.min_lr_ratio",
+    "train.seed", "sample.seed", "train.min_lr_ratio", "sample.eta", "sample.s_churn", "sample.guidance",
 }
 _UNIT_INTERVAL = {"train.ema_decay", "train.p_uncond", "model.dropout"}
 

@@ -57,7 +57,7 @@ class TensorData:
 
 def _images(u8: np.ndarray | torch.Tensor, labels, classes, name: str, size: int) -> TensorData:
     """uint8 (N, H, W) or (N, H, W, C) or (N, C, H, W) -> float (N, C, H, W) in [-1, 1], resized to size."""
-    x = torch.as_tensor(np.asarray(u8))
+    x = torch.as_tensor(np.array(u8))  # a writable copy
     if x.dim() == 3:
         x = x[:, None]
     elif x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
@@ -214,6 +214,58 @@ def load_folder(path: str, cfg: DataConfig) -> TensorData:
         classes = tuple(sorted({str(d) for d in subdirs}))
         labels = np.array([classes.index(str(d)) for d in subdirs])
     return _images(torch.stack(tensors), labels, classes, f"folder:{root}", 0)
+
+
+def load_picture(path: str | Path, size: int = 0, channels: int = 0) -> torch.Tensor:
+    """One picture as (1, C, H, W) in [-1, 1]: grayscale stays 1 channel, anything else becomes RGB.
+
+    channels / size > 0 convert and resize to what a model takes, with a warning.
+    """
+    from PIL import Image, UnidentifiedImageError
+    from torchvision.transforms.functional import center_crop, pil_to_tensor, resize
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            gray = im.mode in ("1", "L", "LA", "I", "I;16", "F")
+            if channels and (channels == 1) != gray:
+                warnings.warn(f"{path} is {'grayscale' if gray else 'colour'}; converted to {channels} channel(s)",
+                              stacklevel=2)
+                gray = channels == 1
+            im = im.convert("L" if gray else "RGB")
+    except FileNotFoundError:
+        raise DataError(f"image {path} does not exist") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"{path} could not be read as an image ({exc})") from None
+    if size and im.size != (size, size):
+        if channels:
+            warnings.warn(f"{path} is {im.size[0]}x{im.size[1]}; resized and center-cropped to {size}x{size}",
+                          stacklevel=2)
+        im = center_crop(resize(im, size, antialias=True), [size, size])
+    return pil_to_tensor(im)[None].float().div(127.5).sub(1.0)
+
+
+def load_mask(mask_path: str | Path, image_path: str | Path, size: int) -> torch.Tensor:
+    """An inpainting mask (1, 1, size, size): 1 (white) = fill in, 0 (black) = keep; must match the image's size."""
+    from PIL import Image
+
+    with Image.open(image_path) as im_img:
+        image_size = im_img.size
+    try:
+        with Image.open(mask_path) as im_mask:
+            mask_size = im_mask.size
+    except FileNotFoundError:
+        raise DataError(f"mask {mask_path} does not exist") from None
+    except OSError as exc:
+        raise DataError(f"mask {mask_path} could not be read as an image ({exc})") from None
+    if mask_size != image_size:
+        raise DataError(f"mask is {mask_size[0]}x{mask_size[1]} but the image is {image_size[0]}x{image_size[1]}; "
+                          "they must match")
+    mask = load_picture(mask_path, size=size)
+    mask = (mask.mean(1, keepdim=True) > 0).float()  # [-1, 1] -> white = 1 = fill
+    if mask.sum() == 0:
+        raise DataError(f"mask {mask_path} has no white pixels; white marks the region to fill in")
+    return mask
 
 
 # ---------------------------------------------------------------- 2D toy distributions

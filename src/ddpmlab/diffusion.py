@@ -100,7 +100,7 @@ def make_denoiser(
 ) -> Denoiser:
     """Wrap a network `model(x_t, t, y)` into a Denoiser; optionally clip x0 to [-clip, clip].
 
-    Computation runs in float32 whatever the network's precision, so samplers stay exact.
+    The conversions run in x_t's dtype (float32 or float64), whatever precision the network computes in.
     """
 
     def denoise(x_t: torch.Tensor, t: torch.Tensor) -> Denoised:

@@ -62,16 +62,54 @@ def with_sample_settings(run: LoadedRun, **settings: Any) -> LoadedRun:
     return dataclasses.replace(run, cfg=cfg)
 
 
+def class_labels(run: LoadedRun, which: str | None, n: int) -> torch.Tensor | None:
+    """Labels for n samples: None/'all' -> every class in turn (n // K rows), an index or a class name -> that class."""
+    k = run.cfg.model.num_classes
+    if which is None and not k:
+        return None
+    if not k:
+        raise ConfigError(f"--class needs a class-conditional run; {run.path} was trained without labels "
+                          "(model.num_classes = 0)")
+    if which is None or which == "all":
+        per = max(1, n // k)
+        return torch.arange(k).repeat_interleave(per)[:n] if n >= k else torch.arange(n)
+    names = [c.lower() for c in run.class_names]
+    if which.lower() in names:
+        c = names.index(which.lower())
+    else:
+        try:
+            c = int(which)
+        except ValueError:
+            raise ConfigError(f"--class {which!r} is neither a class index nor one of {', '.join(run.class_names)}") from None
+    if not 0 <= c < k:
+        raise ConfigError(f"--class {c} is outside [0, {k}); this run has {k} classes")
+    return torch.full((n,), c, dtype=torch.long)
+
+
+def check_guidance(run: LoadedRun, w: float) -> None:
+    if w and not run.cfg.model.num_classes:
+        raise ConfigError(f"--guidance needs a class-conditional run; {run.path} was trained without labels "
+                          "(model.num_classes = 0)")
+    if w < 0 or w != w:
+        raise ConfigError(f"--guidance must be a non-negative number, got {w}")
+
+
 @torch.no_grad()
-def sample(run: LoadedRun, n: int, *, progress: bool = False) -> torch.Tensor:
-    """n samples (n, *item_shape) in data space ([-1, 1] for images) with run.cfg.sample's settings."""
+def sample(run: LoadedRun, n: int, *, labels: torch.Tensor | None = None, progress: bool = False) -> torch.Tensor:
+    """n samples (n, *item_shape) in data space ([-1, 1] for images) with run.cfg.sample's settings.
+
+    labels: (n,) classes for a conditional run (default: every class in turn); guidance is cfg.sample.guidance.
+    """
     if n < 1:
         raise ConfigError(f"--n must be at least 1, got {n}")
-    return sample_from_config(run.cfg, run.model, run.schedule, run.item_shape, n, run.device, progress=progress)
+    check_guidance(run, run.cfg.sample.guidance)
+    return sample_from_config(run.cfg, run.model, run.schedule, run.item_shape, n, run.device, labels=labels,
+                              guidance=run.cfg.sample.guidance, progress=progress)
 
 
 @torch.no_grad()
-def record_trajectory(run: LoadedRun, n: int) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+def record_trajectory(run: LoadedRun, n: int, labels: torch.Tensor | None = None
+                      ) -> tuple[list[int], torch.Tensor, torch.Tensor]:
     """Sample n items in one batch, keeping every step: (ts, x_t: (K, n, ...), x0_hat: (K, n, ...)).
 
     Samples equal those of sample() with the same seed: the first n of them.
@@ -83,7 +121,8 @@ def record_trajectory(run: LoadedRun, n: int) -> tuple[list[int], torch.Tensor, 
         xs.append(x.float().cpu())
         x0s.append(x0.float().cpu())
 
-    sample_from_config(run.cfg, run.model, run.schedule, run.item_shape, n, run.device, callback=keep, batch_size=n)
+    sample_from_config(run.cfg, run.model, run.schedule, run.item_shape, n, run.device, labels=labels,
+                       guidance=run.cfg.sample.guidance, callback=keep, batch_size=n)
     return ts, torch.stack(xs), torch.stack(x0s)
 
 
@@ -100,13 +139,12 @@ def save_npz(path: Path, samples: torch.Tensor, labels: torch.Tensor | None, is_
     ckpt.atomic_write(path, lambda f: f.write(buf.getvalue()))
 
 
-def write_samples(run: LoadedRun, samples: torch.Tensor, out: Path) -> list[Path]:
-    """A PNG (grid, or scatter for 2D data) plus an .npz of the samples beside it."""
+def write_samples(run: LoadedRun, samples: torch.Tensor, out: Path, labels: torch.Tensor | None = None) -> list[Path]:
+    """A PNG (grid with one row per class when conditional, or a scatter for 2D data) plus an .npz beside it."""
     from .viz import save_grid, save_scatter
 
-    labels = _labels(run, len(samples))
     if run.is_image:
-        save_grid(samples, out, nrow=_nrow(run, len(samples)))
+        save_grid(samples, out, nrow=_nrow(labels, len(samples)))
     else:
         save_scatter(samples, out, reference=_reference_points(run), labels=labels)
     npz = out.with_suffix(".npz")
@@ -114,14 +152,17 @@ def write_samples(run: LoadedRun, samples: torch.Tensor, out: Path) -> list[Path
     return [out, npz]
 
 
-def write_reverse_process(run: LoadedRun, trajectory: Path | None, gif: Path | None) -> list[Path]:
+def write_reverse_process(run: LoadedRun, trajectory: Path | None, gif: Path | None,
+                          labels: torch.Tensor | None = None) -> list[Path]:
     """The denoising trajectory figure (x_t and predicted x0 over time) and/or a GIF of x_t."""
     from .viz import grid_image, save_gif, scatter_frame, trajectory_figure
 
     n = (8 if trajectory is not None else 16) if run.is_image else 1000
     if gif is not None and run.is_image:
         n = 16
-    ts, xs, x0s = record_trajectory(run, n)
+    if labels is not None:
+        labels = labels[torch.linspace(0, len(labels) - 1, n).round().long()] if len(labels) >= n else None
+    ts, xs, x0s = record_trajectory(run, n, labels)
     written = []
     if trajectory is not None:
         _check_writable(trajectory)
@@ -133,12 +174,16 @@ def write_reverse_process(run: LoadedRun, trajectory: Path | None, gif: Path | N
         written.append(trajectory)
     if gif is not None:
         _check_writable(gif)
-        frames_idx = _frame_indices(len(ts), 60)
+        from .samplers.run import initial_noise
+
+        x_T, _ = initial_noise(run.cfg.sample.seed, range(n), run.item_shape, run.device)
+        states, times = torch.cat([x_T.cpu()[None], xs]), [run.schedule.T, *ts]  # start from the pure noise
+        frames_idx = _frame_indices(len(times), 60)
         if run.is_image:
-            frames = [grid_image(xs[k], nrow=4) for k in frames_idx]
+            frames = [grid_image(states[k], nrow=4) for k in frames_idx]
             frames = [_upscale(f, 2 if run.item_shape[-1] <= 32 else 1) for f in frames]
         else:
-            frames = [scatter_frame(xs[k], title=f"t = {ts[k]}") for k in frames_idx]
+            frames = [scatter_frame(states[k], title=f"t = {times[k]}") for k in frames_idx]
         save_gif(frames, gif)
         written.append(gif)
     return written
@@ -167,14 +212,13 @@ def _check_writable(path: Path) -> None:
         raise ConfigError(f"output folder {path.parent} does not exist; create it or choose another path")
 
 
-def _labels(run: LoadedRun, n: int) -> torch.Tensor | None:
-    k = run.cfg.model.num_classes
-    return torch.arange(n) % k if k else None
-
-
-def _nrow(run: LoadedRun, n: int) -> int:
-    k = run.cfg.model.num_classes
-    return k if k and n >= k else max(1, int(round(n ** 0.5)))
+def _nrow(labels: torch.Tensor | None, n: int) -> int:
+    """One row per class when labels come in class blocks, else a square-ish grid."""
+    if labels is not None and len(labels) == n and n > 1:
+        per = int((labels == labels[0]).sum())
+        if labels.unique().numel() > 1 and torch.equal(labels, labels.unique().repeat_interleave(per)[:n]):
+            return per
+    return max(1, int(round(n ** 0.5)))
 
 
 def _reference_points(run: LoadedRun) -> torch.Tensor | None:
@@ -182,3 +226,21 @@ def _reference_points(run: LoadedRun) -> torch.Tensor | None:
 
     name = run.cfg.data.name
     return toy_points(name, 2000, seed=1)[0] if name in TOYS else None
+
+
+def guidance_sweep(run: LoadedRun, weights: list[float], out: Path, per_cell: int = 6) -> Path:
+    """One figure: a row per class, a column block per guidance weight; the same seeds in every block."""
+    import dataclasses as dc
+
+    from .viz import guidance_figure
+
+    if not run.cfg.model.num_classes:
+        raise ConfigError("--guidance-sweep needs a class-conditional run (model.num_classes > 0)")
+    k = run.cfg.model.num_classes
+    labels = torch.arange(k).repeat_interleave(per_cell)
+    blocks = []
+    for w in weights:
+        guided_run = dc.replace(run, cfg=dc.replace(run.cfg, sample=dc.replace(run.cfg.sample, guidance=w)))
+        blocks.append(sample(guided_run, len(labels), labels=labels))
+    guidance_figure(weights, blocks, per_cell, run.class_names, out)
+    return out

@@ -24,6 +24,7 @@ from .errors import ConfigError
 
 ScheduleName = Literal["linear", "cosine", "sigmoid", "geometric"]
 Spacing = Literal["leading", "trailing", "linspace", "quadratic", "karras"]
+# quadratic and karras may return fewer than `steps` timesteps: levels that round to the same t merge.
 
 BETA_MAX = 0.999  # Nichol & Dhariwal 2021, Sec. 3.2: clip beta to avoid a singularity at t = T
 
@@ -160,7 +161,7 @@ def spaced_timesteps(schedule: Schedule, steps: int, spacing: Spacing = "trailin
     if spacing == "leading":
         ts = torch.arange(0, steps, dtype=torch.float64) * (T // steps) + 1
     elif spacing == "trailing":
-        ts = torch.round(torch.arange(T, 0, -T / steps, dtype=torch.float64)).flip(0)
+        ts = torch.round(T - torch.arange(steps, dtype=torch.float64) * (T / steps)).flip(0)
     elif spacing == "linspace":
         ts = torch.round(torch.linspace(1, T, steps, dtype=torch.float64))
     elif spacing == "quadratic":
@@ -180,9 +181,19 @@ def karras_sigmas(sigma_min: float, sigma_max: float, steps: int, rho: float = 7
     return (hi + ramp * (lo - hi)) ** rho
 
 
+KARRAS_SIGMA_MAX = 80.0  # Karras et al. 2022, Table 1: larger noise levels add steps but no quality
+
+
 def _karras_timesteps(schedule: Schedule, steps: int) -> torch.Tensor:
-    """Nearest discrete t for each Karras noise level, in the variance-exploding sigma = sigma_t/alpha_t."""
+    """Nearest discrete t for each Karras noise level of the variance-exploding sigma = sigma_t / alpha_t.
+
+    Levels run from sigma at t = 1 to min(sigma at T, 80); the first step is always t = T, where
+    x_T ~ N(0, I) is exact (cosine schedules reach sigma ~ 1e4 there, which would waste steps).
+    """
     ve_sigma = (schedule.sigma[1:] / schedule.alpha[1:]).clamp_min(1e-12)
-    targets = karras_sigmas(float(ve_sigma[0]), float(ve_sigma[-1]), steps)
+    sigma_max = min(float(ve_sigma[-1]), KARRAS_SIGMA_MAX)
+    targets = karras_sigmas(float(ve_sigma[0]), sigma_max, steps)
     idx = torch.argmin((ve_sigma.log()[None, :] - targets.log()[:, None]).abs(), dim=1)
-    return (idx + 1).to(torch.float64)
+    ts = (idx + 1).to(torch.float64)
+    ts[0] = schedule.T
+    return ts

@@ -22,6 +22,7 @@ from .config import Config
 from .data import TensorData, load_dataset
 from .diffusion import sample_t, training_loss
 from .errors import ConfigError, RunError
+from .guidance import drop_labels
 from .models import build_model, count_parameters
 from .runtime import autocast, pick_device, use_bf16
 from .samplers.run import sample_from_config
@@ -134,7 +135,8 @@ def train(
         try:
             opt.load_state_dict(state["optimizer"])
             index_gen.set_state(state["index_gen"])
-            noise_gen.set_state(state["noise_gen"].to(noise_gen.get_state().device))
+            noise_gen.set_state(state["noise_gen"])
+            torch.set_rng_state(state["torch_rng"])  # dropout draws from the global generator
             perm, pos, step, ema_updates = state["perm"], int(state["pos"]), int(state["step"]), int(state["ema_updates"])
         except (KeyError, ValueError, RuntimeError) as exc:
             raise RunError(f"{run_dir / ckpt.STATE} does not belong to this run ({exc}); start a new run") from None
@@ -151,7 +153,8 @@ def train(
 
     def state_dict() -> dict[str, Any]:
         return {"optimizer": opt.state_dict(), "index_gen": index_gen.get_state(),
-                "noise_gen": noise_gen.get_state().cpu(), "perm": perm, "pos": pos, "ema_updates": ema_updates}
+                "noise_gen": noise_gen.get_state(), "torch_rng": torch.get_rng_state(), "perm": perm, "pos": pos,
+                "ema_updates": ema_updates}
 
     def save() -> None:
         ckpt.save_checkpoint(run_dir, model, ema, state_dict(), step)
@@ -177,9 +180,8 @@ def train(
                 if cfg.data.hflip and data.is_image:
                     flip = torch.rand(len(idx), generator=noise_gen, device=device) < 0.5
                     x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
-                if y is not None and tc.p_uncond > 0:  # label dropout trains the unconditional model too
-                    drop = torch.rand(len(idx), generator=noise_gen, device=device) < tc.p_uncond
-                    y = torch.where(drop, torch.full_like(y, cfg.model.num_classes), y)
+                if y is not None:  # label dropout also trains the unconditional model used by guidance
+                    y = drop_labels(y, tc.p_uncond, cfg.model.num_classes, noise_gen)
                 t = sample_t(len(idx), schedule.T, noise_gen, device)
                 eps = torch.randn(x0.shape, generator=noise_gen, device=device)
 

@@ -187,7 +187,7 @@ def forward_figure(*, data: str | None, image: str | None, n: int, ts: Sequence[
     The same noise eps is used for every t, so each row shows one path of corruption.
     """
     from .config import DataConfig
-    from .data import load_dataset
+    from .data import load_dataset, load_picture
     from .diffusion import q_sample
     from .errors import ConfigError, DataError
     from .schedules import make_schedule
@@ -219,21 +219,18 @@ def forward_figure(*, data: str | None, image: str | None, n: int, ts: Sequence[
     forward_strip(rows, ts, out)
 
 
-def load_picture(path: str | Path, size: int = 0) -> torch.Tensor:
-    """One picture as (1, C, H, W) in [-1, 1]: grayscale stays 1 channel, anything else becomes RGB."""
-    from PIL import Image, UnidentifiedImageError
-    from torchvision.transforms.functional import center_crop, pil_to_tensor, resize
-
-    from .errors import DataError
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            im = im.convert("L" if im.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB")
-    except FileNotFoundError:
-        raise DataError(f"image {path} does not exist") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{path} could not be read as an image ({exc})") from None
-    if size:
-        im = center_crop(resize(im, size, antialias=True), [size, size])
-    return pil_to_tensor(im)[None].float().div(127.5).sub(1.0)
+def guidance_figure(weights: Sequence[float], blocks: Sequence[torch.Tensor], per_row: int,
+                    class_names: Sequence[str], path: str | Path) -> None:
+    """Side-by-side grids, one per guidance weight w; each grid has one row per class."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(weights), figsize=(0.55 * per_row * len(weights) + 1, 0.6 * len(class_names) + 0.8),
+                             squeeze=False)
+    for ax, w, imgs in zip(axes[0], weights, blocks):
+        ax.imshow(grid_image(imgs, nrow=per_row), interpolation="nearest")
+        ax.set_title(f"w = {w:g}", fontsize=10)
+        ax.set_xticks([])
+        step = imgs.shape[-1] + 2
+        ax.set_yticks([2 + step * (i + 0.5) for i in range(len(class_names))])
+        ax.set_yticklabels(class_names if ax is axes[0][0] else [""] * len(class_names), fontsize=8)
+    fig.suptitle("classifier-free guidance: (1 + w) eps(x, c) - w eps(x)", fontsize=10)
+    _save_figure(fig, path)

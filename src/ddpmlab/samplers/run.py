@@ -1,13 +1,15 @@
-"""Drive a sampler over many samples in batches, with per-sample seeds."""
+"""Drive a sampler over many samples in batches, with per-sample seeds, labels and guidance."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
 import torch
 from tqdm.auto import tqdm
 
 from ..diffusion import Denoiser, make_denoiser
+from ..guidance import guided
 from ..schedules import Schedule, Spacing, spaced_timesteps
 from .common import Callback
 
@@ -17,6 +19,12 @@ def sample_generators(seed: int, indices: range, device: torch.device | str) -> 
     return [torch.Generator(device=device).manual_seed(seed * 1_000_003 + i) for i in indices]
 
 
+def initial_noise(seed: int, indices: range, item_shape: tuple[int, ...], device: torch.device | str):
+    """x_T for samples [indices] and the generators that continue their noise streams."""
+    gens = sample_generators(seed, indices, device)
+    return torch.stack([torch.randn(item_shape, generator=g, device=device) for g in gens]), gens
+
+
 def generate(
     denoiser_for: Callable[[slice], Denoiser],
     sampler: Callable[..., torch.Tensor],
@@ -24,8 +32,9 @@ def generate(
     item_shape: tuple[int, ...],
     n: int,
     *,
-    steps: int,
+    steps: int | None = None,
     spacing: Spacing = "trailing",
+    timesteps: torch.Tensor | None = None,
     seed: int = 0,
     batch_size: int = 256,
     device: torch.device | str = "cpu",
@@ -35,21 +44,45 @@ def generate(
 ) -> torch.Tensor:
     """n samples (n, *item_shape) on the CPU; denoiser_for(slice) builds the denoiser for samples [slice].
 
-    The callback (for trajectories) only sees the first batch.
+    Timesteps are `timesteps` if given, else `steps` spaced by `spacing`. The callback only sees the first batch.
     """
-    timesteps = spaced_timesteps(schedule, steps, spacing)
+    if timesteps is None:
+        timesteps = spaced_timesteps(schedule, steps or schedule.T, spacing)
     out = []
     starts = range(0, n, batch_size)
     for start in tqdm(starts, desc="sampling", unit="batch", disable=not progress or len(starts) < 2):
         idx = range(start, min(n, start + batch_size))
-        gens = sample_generators(seed, idx, device)
-        x_T = torch.stack([torch.randn(item_shape, generator=g, device=device) for g in gens])
+        x_T, gens = initial_noise(seed, idx, item_shape, device)
         x0 = sampler(
             denoiser_for(slice(idx.start, idx.stop)), x_T, schedule, timesteps,
             generator=gens, callback=callback if start == 0 else None, **(options or {}),
         )
         out.append(x0.float().cpu())
     return torch.cat(out)
+
+
+def sampler_options(sampler: Callable[..., Any], settings: Any) -> dict[str, Any]:
+    """The sampler's keyword-only options that the SampleConfig `settings` has a field for (e.g. eta, variance)."""
+    params = inspect.signature(sampler).parameters
+    skip = {"generator", "callback"}
+    return {
+        name: getattr(settings, name)
+        for name, p in params.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in skip and hasattr(settings, name)
+    }
+
+
+def denoiser_from_config(cfg, model: torch.nn.Module, schedule: Schedule, item_shape: tuple[int, ...],
+                         labels: torch.Tensor | None, guidance: float) -> Callable[[slice], Denoiser]:
+    """denoiser_for(slice) for a run: labels per sample, classifier-free guidance, x0 clipping for images."""
+    net = guided(model, guidance, cfg.model.num_classes) if guidance else model
+    clip = 1.0 if cfg.sample.clip and len(item_shape) == 3 else None
+
+    def denoiser_for(sl: slice) -> Denoiser:
+        return make_denoiser(net, schedule, cfg.diffusion.prediction, y=None if labels is None else labels[sl],
+                             clip=clip)
+
+    return denoiser_for
 
 
 def sample_from_config(
@@ -60,25 +93,26 @@ def sample_from_config(
     n: int,
     device: torch.device | str,
     *,
+    labels: torch.Tensor | None = None,
+    guidance: float = 0.0,
     callback: Callback | None = None,
     batch_size: int | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
     """n samples from a network with a run config's sampler settings (cfg.sample, cfg.diffusion).
 
-    Conditional models get labels 0, 1, ..., K-1, 0, 1, ... in order.
+    labels: (n,) class labels for a conditional model; None gives 0, 1, ..., K-1, 0, 1, ... in order.
     """
-    from . import get_sampler
+    from . import get_sampler, resolve_spacing
 
     s = cfg.sample
-    labels = torch.arange(n, device=device) % cfg.model.num_classes if cfg.model.num_classes else None
-    clip = 1.0 if s.clip and len(item_shape) == 3 else None
-
-    def denoiser(sl: slice) -> Denoiser:
-        y = None if labels is None else labels[sl]
-        return make_denoiser(model, schedule, cfg.diffusion.prediction, y=y, clip=clip)
-
-    options = {"variance": s.variance} if s.sampler == "ddpm" else {}
-    return generate(denoiser, get_sampler(s.sampler), schedule, item_shape, n, steps=s.steps, spacing=s.spacing,
-                    seed=s.seed, batch_size=batch_size or s.batch_size, device=device, callback=callback,
-                    progress=progress, options=options)
+    k = cfg.model.num_classes
+    if labels is None and k:
+        labels = torch.arange(n) % k
+    if labels is not None:
+        labels = labels.to(device)
+    sampler = get_sampler(s.sampler)
+    return generate(denoiser_from_config(cfg, model, schedule, item_shape, labels, guidance), sampler, schedule,
+                    item_shape, n, steps=s.steps, spacing=resolve_spacing(s.sampler, s.spacing), seed=s.seed,
+                    batch_size=batch_size or s.batch_size, device=device, callback=callback, progress=progress,
+                    options=sampler_options(sampler, s))

@@ -1,0 +1,132 @@
+"""Pixel-space editing with a trained run: SDEdit, RePaint inpainting, latent interpolation, DDIM inversion.
+
+Notation as in diffusion.py: alpha_bar_t, alpha_t = sqrt(alpha_bar_t), sigma_t = sqrt(1 - alpha_bar_t).
+All functions take images (N, C, H, W) in [-1, 1] shaped like the run's data, and return the same.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .diffusion import q_posterior, q_sample
+from .errors import ConfigError
+from .sample import LoadedRun
+from .samplers import get_sampler, randn_like
+from .samplers.common import batched_t
+from .samplers.ddim import ddim_invert, sample_ddim
+from .samplers.run import denoiser_from_config, initial_noise, sampler_options, sample_generators
+from .schedules import spaced_timesteps
+
+
+def _denoiser(run: LoadedRun, n: int, labels: torch.Tensor | None):
+    if labels is None and run.cfg.model.num_classes:
+        labels = torch.zeros(n, dtype=torch.long)
+    labels = None if labels is None else labels.to(run.device)
+    return denoiser_from_config(run.cfg, run.model, run.schedule, run.item_shape, labels,
+                                run.cfg.sample.guidance)(slice(0, n))
+
+
+@torch.no_grad()
+def sdedit(run: LoadedRun, image: torch.Tensor, strength: float, n: int = 4, labels: torch.Tensor | None = None
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Meng et al. 2022 (SDEdit), Alg. 1: noise the image to t0 = strength * T, then denoise back to t = 0.
+
+    image: (1, C, H, W). Returns (x_t0: (n, ...), edits: (n, ...)) for n seeds.
+    """
+    if not 0 < strength <= 1:
+        raise ConfigError(f"--strength must lie in (0, 1], got {strength}")
+    sched, s = run.schedule, run.cfg.sample
+    t0 = max(1, round(strength * sched.T))
+    count = max(1, min(t0, round(s.steps * strength)))
+    ts = torch.unique(torch.linspace(1, t0, count).round().long()).flip(0)
+    gens = sample_generators(s.seed, range(n), run.device)
+    x0 = image.to(run.device).expand(n, *image.shape[1:])
+    x_t0 = q_sample(sched, x0, batched_t(t0, x0), randn_like(x0, gens))
+    sampler = get_sampler(s.sampler)
+    out = sampler(_denoiser(run, n, labels), x_t0, sched, ts, generator=gens, **sampler_options(sampler, s))
+    return x_t0.cpu(), out.cpu()
+
+
+def repaint_path(steps: int, jump: int, resample: int) -> list[int]:
+    """Indices into the decreasing timestep list (plus a final 0) visited by RePaint (Lugmayr et al. 2022, Sec. 4.2).
+
+    Every `jump` steps down, the chain is noised `jump` steps back up, `resample - 1` times.
+    """
+    path, k, left = [0], 0, {}
+    while k < steps:
+        k += 1
+        path.append(k)
+        if resample > 1 and k % jump == 0 and k < steps and k >= jump:
+            left.setdefault(k, resample - 1)
+            if left[k] > 0:
+                left[k] -= 1
+                k -= jump
+                path.append(k)
+    return path
+
+
+@torch.no_grad()
+def inpaint(run: LoadedRun, image: torch.Tensor, mask: torch.Tensor, n: int = 4, jump: int = 10,
+            resample: int = 1, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """RePaint (Lugmayr et al. 2022, Alg. 1): fill mask == 1 pixels, keep the rest; (n, C, H, W).
+
+    Known pixels are drawn from q(x_s | x0) at every step; unknown ones from the DDPM posterior with the
+    network's x0 estimate. resample > 1 adds the paper's jumps back up in time (harmonises the seams).
+    """
+    sched, s = run.schedule, run.cfg.sample
+    ts = [int(t) for t in spaced_timesteps(sched, s.steps, "trailing")] + [0]
+    gens = sample_generators(s.seed, range(n), run.device)
+    x0 = image.to(run.device).expand(n, *image.shape[1:])
+    fill = mask.to(run.device).expand_as(x0)
+    denoise = _denoiser(run, n, labels)
+    x, _ = initial_noise(s.seed, range(n), run.item_shape, run.device)
+    path = repaint_path(len(ts) - 1, max(1, jump), max(1, resample))
+    for a, b in zip(path[:-1], path[1:]):
+        t, u = ts[a], ts[b]
+        tt, uu = batched_t(t, x), batched_t(u, x)
+        if b > a:  # down: one reverse step t -> u
+            x0_hat, _ = denoise(x, tt)
+            mean, var = q_posterior(sched, x0_hat, x, tt, uu)
+            unknown = mean + var.sqrt() * randn_like(x, gens) if u > 0 else mean
+            known = q_sample(sched, x0, uu, randn_like(x, gens)) if u > 0 else x0
+            x = fill * unknown + (1 - fill) * known
+        else:  # up: q(x_u | x_t) for u > t, i.e. noise the whole image back to time u
+            ratio = sched.at(sched.alpha_bar, uu, x) / sched.at(sched.alpha_bar, tt, x)
+            x = ratio.sqrt() * x + (1 - ratio).sqrt() * randn_like(x, gens)
+    return x.cpu()
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, w: float) -> torch.Tensor:
+    """Spherical interpolation between two noise tensors (keeps the norm Gaussian noise has)."""
+    fa, fb = a.flatten(), b.flatten()
+    omega = torch.arccos((fa @ fb / (fa.norm() * fb.norm())).clamp(-1, 1))
+    if omega.abs() < 1e-6:
+        return (1 - w) * a + w * b
+    return (torch.sin((1 - w) * omega) * a + torch.sin(w * omega) * b) / torch.sin(omega)
+
+
+@torch.no_grad()
+def interpolate(run: LoadedRun, seed_a: int, seed_b: int, frames: int, label: int | None = None) -> torch.Tensor:
+    """Decode slerp(x_T(seed_a), x_T(seed_b)) with deterministic DDIM; (frames, C, H, W).
+
+    x_T(seed) is the first sample's noise of `ddpmlab sample --seed seed`.
+    """
+    if frames < 2:
+        raise ConfigError(f"--frames must be at least 2, got {frames}")
+    xa, _ = initial_noise(seed_a, range(1), run.item_shape, run.device)
+    xb, _ = initial_noise(seed_b, range(1), run.item_shape, run.device)
+    x_T = torch.cat([slerp(xa, xb, w) for w in torch.linspace(0, 1, frames).tolist()])
+    labels = None if label is None else torch.full((frames,), label, dtype=torch.long)
+    ts = spaced_timesteps(run.schedule, run.cfg.sample.steps, "trailing")
+    return sample_ddim(_denoiser(run, frames, labels), x_T, run.schedule, ts).cpu()
+
+
+@torch.no_grad()
+def invert(run: LoadedRun, images: torch.Tensor, labels: torch.Tensor | None = None
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """DDIM inversion (Song et al. 2021, Sec. 4.3) to latents x_T, and their DDIM reconstruction."""
+    n = len(images)
+    ts = spaced_timesteps(run.schedule, run.cfg.sample.steps, "trailing")
+    denoise = _denoiser(run, n, labels)
+    latents = ddim_invert(denoise, images.to(run.device), run.schedule, ts)
+    return latents.cpu(), sample_ddim(denoise, latents, run.schedule, ts).cpu()

@@ -1,0 +1,42 @@
+"""Classifier-free guidance (Ho & Salimans 2022) as a wrapper around a network, and label dropout.
+
+Convention (the lecture notes' and Ho & Salimans' eq. 6):
+    eps~(x_t, c) = (1 + w) eps(x_t, c) - w eps(x_t, null)
+w = 0 is plain conditional sampling. The other common convention (e.g. diffusers' guidance_scale s)
+writes eps~ = eps_u + s (eps_c - eps_u), which is the same thing with s = 1 + w.
+The combination is applied to the raw network output: eps, x0 and v are all affine in the output for
+a fixed x_t with coefficients that do not depend on the label, and the weights sum to one, so guiding
+the output equals guiding eps for every prediction type.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+Network = Callable[..., torch.Tensor]
+
+
+def guided(model: Network, w: float, null_label: int) -> Network:
+    """model(x, t, y) -> (1 + w) model(x, t, y) - w model(x, t, null), in one batched forward pass."""
+    if w == 0:
+        return model
+
+    def forward(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if y is None:
+            raise ValueError("classifier-free guidance needs class labels y")
+        null = torch.full_like(y, null_label)
+        out = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))
+        cond, uncond = out.float().chunk(2)
+        return (1.0 + w) * cond - w * uncond
+
+    return forward
+
+
+def drop_labels(y: torch.Tensor, p_uncond: float, null_label: int, generator: torch.Generator | None) -> torch.Tensor:
+    """Replace each label by the null label with probability p_uncond (Ho & Salimans 2022, Alg. 1 line 3)."""
+    if p_uncond <= 0:
+        return y
+    drop = torch.rand(y.shape, generator=generator, device=y.device) < p_uncond
+    return torch.where(drop, torch.full_like(y, null_label), y)

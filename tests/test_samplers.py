@@ -1,0 +1,288 @@
+"""Samplers checked against the exact Gaussian-mixture denoiser, against each other, and against diffusers.
+
+The oracle (samplers/oracle.py) is the Bayes-optimal denoiser of an 8-component 2D mixture, so any
+error here is the sampler's own discretisation error, never a network's.
+"""
+
+import math
+
+import pytest
+import torch
+
+from ddpmlab.diffusion import make_denoiser
+from ddpmlab.models import MLP, MLPConfig
+from ddpmlab.samplers import DEFAULT_SPACING, SAMPLERS, ddim_invert, sample_ddim, sample_ddpm, sample_dpmpp_2m
+from ddpmlab.samplers import sample_euler, sample_heun
+from ddpmlab.samplers.oracle import GaussianMixture, energy_distance, oracle_denoiser
+from ddpmlab.schedules import Schedule, make_schedule, spaced_timesteps
+
+MIX = GaussianMixture.ring(k=8, radius=2.0, std=0.15)
+SCHED = make_schedule("linear", 1000)
+ORACLE = oracle_denoiser(MIX, SCHED)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # These tensors are tiny (a few thousand 2D points): with 2 threads every op pays a thread
+    # wake-up that costs more than the work (10x slower on a busy 2-core machine).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _noise(n: int, seed: int) -> torch.Tensor:
+    return torch.randn(n, 2, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def test_oracle_is_the_exact_posterior_mean():
+    t = torch.full((4000,), 300, dtype=torch.long)
+    g = torch.Generator().manual_seed(0)
+    x0, eps = MIX.sample(4000, g), _noise(4000, 1)
+    alpha, sigma = SCHED.at(SCHED.alpha, t, x0), SCHED.at(SCHED.sigma, t, x0)
+    x_t = alpha * x0 + sigma * eps
+    x0_hat, eps_hat = ORACLE(x_t, t)
+    assert torch.allclose(alpha * x0_hat + sigma * eps_hat, x_t, atol=1e-12)  # a consistent (x0, eps) pair
+    # Orthogonality principle: the error of E[x0 | x_t] is uncorrelated with any function of x_t.
+    resid = x0 - x0_hat
+    for h in (x_t, x0_hat, torch.tanh(x_t)):
+        assert (resid * h).mean(0).abs().max() < 4 * (resid * h).std(0).max() / math.sqrt(4000)
+    # One component reduces to the Gaussian formula mu + alpha s^2 / (alpha^2 s^2 + sigma^2) (x_t - alpha mu).
+    one = GaussianMixture(torch.tensor([[1.0, -0.5]]), torch.tensor([0.3]), torch.tensor([1.0]))
+    gauss = one.means + alpha * 0.09 / (alpha**2 * 0.09 + sigma**2) * (x_t - alpha * one.means)
+    assert torch.allclose(oracle_denoiser(one, SCHED)(x_t, t).x0, gauss, atol=1e-12)
+
+
+def test_energy_distance_is_a_v_statistic():
+    a, b = MIX.sample(500, torch.Generator().manual_seed(0)), MIX.sample(700, torch.Generator().manual_seed(1))
+    assert energy_distance(a, a) == pytest.approx(0.0, abs=1e-12)
+    assert energy_distance(a, b) == pytest.approx(energy_distance(b, a), abs=1e-12)
+    assert energy_distance(a, b) > 0
+    assert energy_distance(a, b + 0.5) > 10 * energy_distance(a, b)
+
+
+N_ED, REPEATS = 2000, 4
+QUALITY_CASES = [("ddpm", 100), ("ddim", 50), ("dpmpp-2m", 20), ("euler", 50), ("heun", 20)]
+
+
+@pytest.fixture(scope="module")
+def ed_floor() -> float:
+    """E of the V-statistic for two independent real samples of size N: (2 / N) E|X - X'|, measured."""
+    x = MIX.sample(N_ED, torch.Generator().manual_seed(1234))
+    mean_pair_dist = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist").sum().item() / (N_ED * (N_ED - 1))
+    return 2.0 / N_ED * mean_pair_dist
+
+
+def _mean_energy_distance(name: str | None, steps: int) -> float:
+    """Energy distance to fresh mixture samples, averaged over REPEATS independent runs of N_ED points.
+
+    Averaging matters: at N = 2000 a single V-statistic for equal laws scatters over roughly 0.3x-2x
+    of its mean (component counts fluctuate multinomially), so one draw cannot resolve a 3x bound.
+    """
+    g = torch.Generator().manual_seed(7)
+    total = 0.0
+    for r in range(REPEATS):
+        if name is None:
+            out = MIX.sample(N_ED, g)
+        else:
+            ts = spaced_timesteps(SCHED, steps, DEFAULT_SPACING[name])
+            out = SAMPLERS[name](ORACLE, _noise(N_ED, 100 + r), SCHED, ts, generator=g)
+        total += energy_distance(out, MIX.sample(N_ED, g))
+    return total / REPEATS
+
+
+@pytest.mark.parametrize("name,steps", [(None, 0), *QUALITY_CASES])
+def test_samples_match_the_mixture(name, steps, ed_floor):
+    ratio = _mean_energy_distance(name, steps) / ed_floor
+    assert ratio < 3.0, f"{name or 'real samples'} at {steps} steps: energy distance {ratio:.2f}x the floor"
+
+
+def test_energy_distance_bound_has_teeth(ed_floor):
+    # Euler with 10 steps visibly smears the modes; the same bound must reject it.
+    assert _mean_energy_distance("euler", 10) / ed_floor > 3.0
+
+
+@pytest.mark.parametrize("name", ["ddpm", "ddim", "dpmpp-2m", "euler", "heun"])
+def test_component_width_is_right_when_the_last_step_is_t1(name):
+    # The energy distance barely sees the width of the modes, so check it directly: E[d^2] to the
+    # nearest mean is 2 s^2 for the mixture. Karras spacing ends at t = 1 (sigma ~ 0.01 << s = 0.15).
+    # (With "trailing" the last step denoises from t = T / steps, e.g. sigma ~ 0.17 at t = 50, and
+    # that final x0 prediction shrinks each mode's variance by about s^2 / (s^2 + sigma^2).)
+    steps = dict(QUALITY_CASES)[name]
+    out = SAMPLERS[name](ORACLE, _noise(4000, 5), SCHED, spaced_timesteps(SCHED, steps, "karras"),
+                         generator=torch.Generator().manual_seed(5))
+    width = torch.cdist(out, MIX.means).min(1).values.pow(2).mean() / (2 * 0.15**2)
+    assert 0.82 < width < 1.18
+
+
+@pytest.fixture(scope="module")
+def ode_reference():
+    """Heun through all 1000 timesteps (1999 evaluations): the probability-flow ODE to about 1e-5."""
+    x_T = _noise(500, 11)
+    return x_T, sample_heun(ORACLE, x_T, SCHED, torch.arange(SCHED.T, 0, -1))
+
+
+@pytest.mark.parametrize("name,order", [("ddim", 1), ("euler", 1), ("dpmpp-2m", 2), ("heun", 2)])
+def test_convergence_order(name, order, ode_reference):
+    # All four solve the same ODE, so one reference serves. Steps are Karras-placed for every
+    # sampler: that spacing ends at t = 1 whatever the step count, so the last step (t = 1 -> 0,
+    # where lambda = +inf and every solver is first order) is the same map in every run and in the
+    # reference, and the errors measure the interior steps. With "trailing" spacing the last
+    # step starts at t = T / steps, and its first-order error (~ sigma_{T/steps}^2 ~ 1 / steps)
+    # holds DPM-Solver++ and Heun to slopes ~1.2 over 10..80 steps, so that spacing cannot show order 2.
+    x_T, ref = ode_reference
+    ns, errs = [], []
+    for steps in (10, 20, 40, 80):
+        ts = spaced_timesteps(SCHED, steps, "karras")  # 80 gives 79 distinct t (rounding near t = 1)
+        out = SAMPLERS[name](ORACLE, x_T, SCHED, ts)
+        ns.append(len(ts))
+        errs.append((out - ref).norm(dim=1).mean().item())
+    x, y = torch.tensor(ns, dtype=torch.float64).log(), torch.tensor(errs, dtype=torch.float64).log()
+    slope = -(((x - x.mean()) * (y - y.mean())).sum() / (x - x.mean()).pow(2).sum()).item()
+    last = -(y[-1] - y[-2]).item() / (x[-1] - x[-2]).item()  # the finest pair: closest to asymptotic
+    if order == 1:
+        assert 0.7 < slope < 1.5 and 0.8 < last < 1.3, (slope, last, errs)
+    else:
+        assert 1.5 < slope < 3.0 and 1.6 < last < 2.6, (slope, last, errs)
+
+
+def test_euler_in_x_over_alpha_is_ddim():
+    # DDIM's update is Euler's method in (sigma, x / alpha) (Song et al. 2021, eq. 13); any timesteps.
+    ts = spaced_timesteps(SCHED, 15, "quadratic")
+    x_T = _noise(300, 3)
+    assert torch.allclose(sample_euler(ORACLE, x_T, SCHED, ts), sample_ddim(ORACLE, x_T, SCHED, ts), atol=1e-10)
+
+
+def test_ddim_inversion_round_trip():
+    x0 = MIX.sample(500, torch.Generator().manual_seed(2))
+    errs = {}
+    for steps in (100, 200):
+        ts = spaced_timesteps(SCHED, steps, "trailing")
+        x_T = ddim_invert(ORACLE, x0, SCHED, ts)
+        assert x_T.std().item() == pytest.approx(1.0, abs=0.08)  # it really reached (near) pure noise
+        errs[steps] = (sample_ddim(ORACLE, x_T, SCHED, ts) - x0).abs().mean().item()
+    assert errs[200] < 1e-2
+    assert 0.4 < errs[200] / errs[100] < 0.65  # first order: the round-trip error halves with twice the steps
+
+
+def test_ddim_eta1_is_ddpm_with_posterior_variance():
+    # Exact equality (to float64 rounding), not just in distribution: both draw one randn_like per
+    # step except the last, in the same order, and sigma_eta^2 at eta = 1 is beta-tilde (DDIM eq. 16).
+    ts = spaced_timesteps(SCHED, 30, "trailing")
+    x_T = _noise(200, 4)
+    gens = lambda: [torch.Generator().manual_seed(i) for i in range(200)]  # noqa: E731
+    a = sample_ddim(ORACLE, x_T, SCHED, ts, eta=1.0, generator=gens())
+    b = sample_ddpm(ORACLE, x_T, SCHED, ts, variance="posterior", generator=gens())
+    assert torch.allclose(a, b, atol=1e-10)
+    c = sample_ddim(ORACLE, x_T, SCHED, ts, eta=0.5, generator=gens())
+    assert not torch.allclose(a, c, atol=1e-3)
+
+
+STOCHASTIC = {"ddpm": {}, "ddim": {"eta": 0.7}, "heun": {"s_churn": 20.0}}
+
+
+def _mlp_denoiser(schedule: Schedule, prediction: str):
+    torch.manual_seed(0)
+    net = MLP(MLPConfig(hidden=32, depth=2)).eval()
+    return make_denoiser(net, schedule, prediction)
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_contract_for_every_sampler_and_prediction(name, prediction):
+    sched = make_schedule("cosine", 100)
+    inner = _mlp_denoiser(sched, prediction)
+    calls = []
+
+    def denoise(x_t, t):
+        calls.append(int(t[0]))
+        return inner(x_t, t)
+
+    ts = spaced_timesteps(sched, 8, DEFAULT_SPACING[name])
+    x_T = torch.randn(6, 2, generator=torch.Generator().manual_seed(0))
+    gens = [torch.Generator().manual_seed(i) for i in range(6)]
+    seen = []
+    out = SAMPLERS[name](denoise, x_T, sched, ts, generator=gens, callback=lambda i, t, x, x0: seen.append((i, t, x)),
+                         **STOCHASTIC.get(name, {}))
+    assert out.shape == x_T.shape and out.dtype == x_T.dtype and torch.isfinite(out).all()
+    assert [i for i, _, _ in seen] == list(range(len(ts)))
+    assert [t for _, t, _ in seen] == ts.tolist()[1:] + [0]
+    assert torch.equal(seen[-1][2], out)
+    assert len(calls) == (2 * len(ts) - 1 if name == "heun" else len(ts))
+    if name != "heun":  # one evaluation per timestep, in order (heun's churn may move to a nearby t)
+        assert calls == ts.tolist()
+
+
+@pytest.mark.parametrize("name", list(STOCHASTIC))
+def test_per_sample_generators_make_each_sample_batch_independent(name):
+    sched = make_schedule("cosine", 100)
+    den = _mlp_denoiser(sched, "eps")
+    ts = spaced_timesteps(sched, 10, DEFAULT_SPACING[name])
+    x_T = torch.randn(6, 2, generator=torch.Generator().manual_seed(0))
+
+    def run(x, seeds):
+        return SAMPLERS[name](den, x, sched, ts, generator=[torch.Generator().manual_seed(s) for s in seeds],
+                              **STOCHASTIC[name])
+
+    full, part, other = run(x_T, range(6)), run(x_T[:3], range(3)), run(x_T, range(10, 16))
+    assert torch.allclose(full[:3], part, atol=1e-6)
+    assert not torch.allclose(full, other, atol=1e-3)  # the noise really comes from the generators
+
+
+def test_default_spacing_covers_every_sampler():
+    assert set(DEFAULT_SPACING) == set(SAMPLERS)
+
+
+def test_agrees_with_diffusers():
+    diffusers = pytest.importorskip("diffusers")
+    # Index conventions: diffusers' timestep k is our t = k + 1, and its alphas_cumprod[k] is our
+    # alpha_bar[k + 1]; trained_betas = betas[1:] gives the same schedule (held in float32 there).
+
+    def eps_model(x, k):
+        return ORACLE(x, torch.full((x.shape[0],), int(k) + 1, dtype=torch.long)).eps
+
+    def trajectory(sampler, x_T, ts, **kw):
+        states = []
+        sampler(ORACLE, x_T, SCHED, ts, callback=lambda i, t, x, x0: states.append(x), **kw)
+        return states
+
+    x_T = _noise(500, 9)
+    betas = SCHED.betas[1:].numpy()
+
+    # DDIM, 50 trailing steps. diffusers steps from k to k - T // steps, which is our next timestep
+    # when steps divides T; set_alpha_to_one=True makes its last step go to alpha_bar = 1 (t = 0)
+    # as ours does. Its step does no arithmetic of its own in float32, so with our float64 table
+    # put in place of its float32 alphas_cumprod both sides agree to rounding, noise included.
+    ts = spaced_timesteps(SCHED, 50, "trailing")
+    for eta in (0.0, 1.0):
+        ref = diffusers.DDIMScheduler(num_train_timesteps=1000, trained_betas=betas, timestep_spacing="trailing",
+                                      set_alpha_to_one=True, clip_sample=False)
+        ref.alphas_cumprod = SCHED.alpha_bar[1:].clone()
+        ref.set_timesteps(50)
+        assert torch.equal(ref.timesteps + 1, ts)
+        g = torch.Generator().manual_seed(3)
+        x, theirs = x_T.clone(), []
+        for k in ref.timesteps:
+            x = ref.step(eps_model(x, k), k, x, eta=eta, generator=g).prev_sample
+            theirs.append(x)
+        ours = trajectory(sample_ddim, x_T, ts, eta=eta, generator=torch.Generator().manual_seed(3))
+        assert max((a - b).abs().max().item() for a, b in zip(ours, theirs)) < 1e-10
+
+    # DPM-Solver++(2M), 20 trailing steps, given explicitly. final_sigmas_type="zero" makes its last
+    # step first order to sigma = 0, as ours (lower_order_final adds nothing for order 2 and 20
+    # steps). diffusers casts the state and its sigmas to float32 inside step(), so agreement is
+    # float32's: our own solver run in float32 moves by a similar ~1e-5 at worst (mean ~1e-7).
+    ts = spaced_timesteps(SCHED, 20, "trailing")
+    ref = diffusers.DPMSolverMultistepScheduler(num_train_timesteps=1000, trained_betas=betas, solver_order=2,
+                                                algorithm_type="dpmsolver++", solver_type="midpoint",
+                                                final_sigmas_type="zero", lower_order_final=True)
+    ref.set_timesteps(timesteps=(ts - 1).tolist())
+    x, theirs = x_T.clone(), []
+    for k in ref.timesteps:
+        x = ref.step(eps_model(x, k), k, x).prev_sample
+        theirs.append(x)
+    ours = trajectory(sample_dpmpp_2m, x_T, ts)
+    diffs = torch.stack([(a - b).abs().max() for a, b in zip(ours, theirs)])
+    assert len(theirs) == len(ours) == 20
+    assert diffs[:-1].max() < 1e-5 and diffs[-1] < 3e-5, diffs
+    assert (ours[-1] - theirs[-1]).abs().mean() < 1e-6
