@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
-DEMO_MINUTES ?= 7
+DEMO_MINUTES ?= 7.5
 
 .PHONY: setup setup-dev data demo test clean
 
