@@ -72,3 +72,21 @@ def test_resume_continues_to_the_same_weights(tmp_path):
     for name in (ckpt.MODEL, ckpt.EMA):
         a, b = load_file(tmp_path / "straight" / name), load_file(tmp_path / "split" / name)
         assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_memory_stays_flat_over_many_steps(tmp_path):
+    """RSS after 300 steps vs after 2,300 more (the 20k-step version is benchmarks/bench_memory.py)."""
+    from pathlib import Path
+
+    def rss_mb():
+        line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmRSS:"))
+        return int(line.split()[1]) / 1024
+
+    train(moons_config("train.steps=300", "train.batch_size=64"), tmp_path / "r", progress=False, log=lambda s: None)
+    start = rss_mb()
+    result = train(moons_config("train.steps=2600", "train.batch_size=64"), tmp_path / "r", resume=True,
+                   progress=False, log=lambda s: None)
+    assert rss_mb() - start < 40, (start, rss_mb())
+    import math
+
+    assert math.isfinite(result.loss)

@@ -5,6 +5,7 @@ runs/NAME/
     meta.json            the data the run was trained on: item shape, class names
     model.safetensors    online weights            ema.safetensors   EMA weights
     state.pt             optimizer, step, RNG states (torch.load(weights_only=True) only)
+    checkpoints/step_N/  the newest complete checkpoint(s); the three files above are hard links to it
     metrics.csv          step, loss, lr, images/s, elapsed seconds
     samples/             grids written during training
 Every write goes to a temporary file that is fsynced and then renamed over the target.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from .errors import RunError
 
 CONFIG, MODEL, EMA, STATE, METRICS = "config.toml", "model.safetensors", "ema.safetensors", "state.pt", "metrics.csv"
 META = "meta.json"  # what the weights were trained on: item shape, class names, dataset
+CHECKPOINTS = "checkpoints"  # complete snapshots, checkpoints/step_N/{model,ema}.safetensors + state.pt
 
 
 def atomic_write(path: Path, write: Any) -> None:
@@ -42,11 +45,7 @@ def atomic_write(path: Path, write: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    _fsync_dir(path.parent)
 
 
 def _save_weights(path: Path, module: nn.Module, step: int) -> None:
@@ -58,14 +57,65 @@ def _save_weights(path: Path, module: nn.Module, step: int) -> None:
 
 
 def save_checkpoint(
-    run_dir: Path, model: nn.Module, ema: nn.Module, state: dict[str, Any], step: int
-) -> None:
-    """Write EMA, then state, then the online weights; each file is replaced atomically."""
+    run_dir: Path, model: nn.Module, ema: nn.Module, state: dict[str, Any], step: int, keep: int = 1
+) -> Path:
+    """Write a complete checkpoint as checkpoints/step_N/, then point the run's top-level files at it.
+
+    The snapshot is written in a temporary folder and renamed into place only once all three files
+    are on disk, so a crash at any moment leaves at least one complete snapshot. The top-level
+    model/ema/state files are hard links to the newest snapshot (no extra disk space). Older
+    snapshots beyond `keep` are deleted only after the new one is complete.
+    """
     run_dir = Path(run_dir)
-    state = {**state, "step": step}
-    _save_weights(run_dir / EMA, ema, step)
-    atomic_write(run_dir / STATE, lambda f: torch.save(state, f))
-    _save_weights(run_dir / MODEL, model, step)
+    root = run_dir / CHECKPOINTS
+    root.mkdir(exist_ok=True)
+    final = root / f"step_{step:09d}"
+    tmp = root / f".tmp_step_{step:09d}"
+    for stale in root.glob(".tmp_step_*"):  # left by a process killed mid-write
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        _save_weights(tmp / MODEL, model, step)
+        _save_weights(tmp / EMA, ema, step)
+        atomic_write(tmp / STATE, lambda f: torch.save({**state, "step": step}, f))
+        if final.exists():  # the same step saved twice (e.g. a stop right after a periodic save)
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(root)
+    for name in (MODEL, EMA, STATE):  # top level: atomic replace by a hard link to the snapshot's file
+        link = run_dir / f".{name}.link"
+        link.unlink(missing_ok=True)
+        os.link(final / name, link)
+        os.replace(link, run_dir / name)
+    _fsync_dir(run_dir)
+    for old in snapshots(run_dir)[: -max(1, keep)]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def snapshots(run_dir: Path) -> list[Path]:
+    """Complete checkpoint folders of a run, oldest first."""
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_"))
+
+
+def latest_checkpoint(run_dir: Path) -> Path:
+    """The folder holding the newest complete checkpoint (falls back to the run directory itself)."""
+    found = snapshots(run_dir)
+    return found[-1] if found else Path(run_dir)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_config(run_dir: Path, cfg: Config) -> None:
@@ -126,9 +176,9 @@ def check_state_dict(path: Path, module: nn.Module, tensors: dict[str, torch.Ten
                        "the config was changed after training (model.* or data.image_size)")
 
 
-def load_state(run_dir: Path) -> dict[str, Any]:
-    """state.pt through torch.load(weights_only=True): tensors and plain containers only."""
-    path = Path(run_dir) / STATE
+def load_state(folder: Path) -> dict[str, Any]:
+    """state.pt of a run or snapshot folder through torch.load(weights_only=True): tensors and containers only."""
+    path = Path(folder) / STATE
     if not path.is_file():
         raise RunError(f"{path} is missing; cannot resume (sampling needs only the weights)")
     try:

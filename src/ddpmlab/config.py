@@ -74,9 +74,12 @@ class TrainConfig:
     log_every: int = 50
     sample_every: int = 0  # periodic sample grids; 0 turns them off
     ckpt_every: int = 1000
+    keep: int = 1  # complete checkpoints kept under checkpoints/ (the newest is also at the top level)
     device: str = "auto"  # auto picks cuda, then mps, then cpu
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     p_uncond: float = 0.1  # label dropout for classifier-free guidance (conditional models)
+    max_nonfinite: int = 5  # stop after this many non-finite (NaN/Inf) steps in a row; each is skipped
+    grad_accum: int = 1  # split each (global) batch into this many micro-batches, one optimizer step per batch
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,7 @@ SECTIONS = tuple(f.name for f in dataclasses.fields(Config) if f.name != "name")
 
 # Fields that must be positive (> 0) or non-negative (>= 0); checked after every merge.
 _POSITIVE = {
-    "diffusion.T", "train.steps", "train.batch_size", "train.lr", "train.log_every", "train.ckpt_every",
+    "diffusion.T", "train.steps", "train.batch_size", "train.lr", "train.log_every", "train.ckpt_every", "train.keep", "train.max_nonfinite", "train.grad_accum",
     "model.channels", "model.num_res_blocks", "model.heads", "model.hidden", "model.depth",
     "sample.steps", "sample.batch_size", "data.n_points", "diffusion.min_snr_gamma",
 }
@@ -233,14 +236,22 @@ def load_preset(name: str) -> Config:
 
 
 def build_config(
-    preset: str | None = None, config_file: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    base: Config | None = None,
+    settings: dict[str, dict[str, Any]] | None = None,
 ) -> Config:
-    """Preset (or defaults), then a config file, then each --set override, then range checks."""
-    cfg = load_preset(preset) if preset else Config()
+    """Preset (or `base`, or defaults), then a config file, then each --set override, then `settings`
+    ({section: {key: value}}, already typed), then range checks."""
+    cfg = base if base is not None else load_preset(preset) if preset else Config()
     if config_file:
         cfg = _merge(cfg, read_toml(config_file), str(config_file))
     for item in overrides:
         cfg = _merge(cfg, parse_override(item), "--set")
+    if settings:
+        cfg = _merge(cfg, settings, "command line")
     return validate(cfg)
 
 

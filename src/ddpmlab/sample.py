@@ -12,10 +12,10 @@ import numpy as np
 import torch
 
 from . import checkpoint as ckpt
+from . import distributed
 from .config import Config, validate
 from .errors import ConfigError, RunError
 from .models import build_model
-from .runtime import pick_device
 from .samplers.run import sample_from_config
 from .schedules import Schedule, schedule_from_config
 
@@ -38,14 +38,18 @@ class LoadedRun:
 
 
 def load_run(run_dir: str | Path, *, weights: Literal["ema", "model"] = "ema", device: str = "auto") -> LoadedRun:
-    """Read config.toml and meta.json, build the network and load its (EMA) weights."""
+    """Read config.toml and meta.json, build the network and load its (EMA) weights.
+
+    Under torchrun, process r runs on cuda:LOCAL_RANK (or the CPU); see distributed.device_for.
+    """
     run_dir = Path(run_dir)
     cfg = ckpt.read_config(run_dir)
     meta = ckpt.read_meta(run_dir)
     item_shape = tuple(int(v) for v in meta["item_shape"])
-    dev = pick_device(device)
+    dev = distributed.device_for(device)
     model = build_model(cfg, item_shape)
-    step = ckpt.load_weights(run_dir / (ckpt.EMA if weights == "ema" else ckpt.MODEL), model)
+    source = ckpt.latest_checkpoint(run_dir)
+    step = ckpt.load_weights(source / (ckpt.EMA if weights == "ema" else ckpt.MODEL), model)
     model.to(dev).eval()
     return LoadedRun(run_dir, cfg, model, schedule_from_config(cfg.diffusion), item_shape, tuple(meta["class_names"]), step, dev)
 
@@ -71,8 +75,8 @@ def class_labels(run: LoadedRun, which: str | None, n: int) -> torch.Tensor | No
         raise ConfigError(f"--class needs a class-conditional run; {run.path} was trained without labels "
                           "(model.num_classes = 0)")
     if which is None or which == "all":
-        per = max(1, n // k)
-        return torch.arange(k).repeat_interleave(per)[:n] if n >= k else torch.arange(n)
+        # n labels in class blocks of (nearly) equal size, every class present when n >= k
+        return torch.arange(n) * k // n if n >= k else torch.arange(n)
     names = [c.lower() for c in run.class_names]
     if which.lower() in names:
         c = names.index(which.lower())
@@ -99,6 +103,7 @@ def sample(run: LoadedRun, n: int, *, labels: torch.Tensor | None = None, progre
     """n samples (n, *item_shape) in data space ([-1, 1] for images) with run.cfg.sample's settings.
 
     labels: (n,) classes for a conditional run (default: every class in turn); guidance is cfg.sample.guidance.
+    Under torchrun the processes share the work and each returns all n samples (the same as one process would).
     """
     if n < 1:
         raise ConfigError(f"--n must be at least 1, got {n}")
@@ -140,9 +145,14 @@ def save_npz(path: Path, samples: torch.Tensor, labels: torch.Tensor | None, is_
 
 
 def write_samples(run: LoadedRun, samples: torch.Tensor, out: Path, labels: torch.Tensor | None = None) -> list[Path]:
-    """A PNG (grid with one row per class when conditional, or a scatter for 2D data) plus an .npz beside it."""
+    """A PNG (grid with one row per class when conditional, or a scatter for 2D data) plus an .npz beside it.
+
+    Only rank 0 writes (other torchrun processes return []).
+    """
     from .viz import save_grid, save_scatter
 
+    if not distributed.is_main():
+        return []
     if run.is_image:
         save_grid(samples, out, nrow=_nrow(labels, len(samples)))
     else:
@@ -154,9 +164,14 @@ def write_samples(run: LoadedRun, samples: torch.Tensor, out: Path, labels: torc
 
 def write_reverse_process(run: LoadedRun, trajectory: Path | None, gif: Path | None,
                           labels: torch.Tensor | None = None) -> list[Path]:
-    """The denoising trajectory figure (x_t and predicted x0 over time) and/or a GIF of x_t."""
+    """The denoising trajectory figure (x_t and predicted x0 over time) and/or a GIF of x_t.
+
+    Only rank 0 records and writes it (other torchrun processes return []): a trajectory is one batch.
+    """
     from .viz import grid_image, save_gif, scatter_frame, trajectory_figure
 
+    if not distributed.is_main():
+        return []
     n = (8 if trajectory is not None else 16) if run.is_image else 1000
     if gif is not None and run.is_image:
         n = 16
@@ -242,5 +257,6 @@ def guidance_sweep(run: LoadedRun, weights: list[float], out: Path, per_cell: in
     for w in weights:
         guided_run = dc.replace(run, cfg=dc.replace(run.cfg, sample=dc.replace(run.cfg.sample, guidance=w)))
         blocks.append(sample(guided_run, len(labels), labels=labels))
-    guidance_figure(weights, blocks, per_cell, run.class_names, out)
+    if distributed.is_main():
+        guidance_figure(weights, blocks, per_cell, run.class_names, out)
     return out

@@ -1,6 +1,12 @@
 """One training function that reads top to bottom: data, model, optimizer, EMA, the loop, checkpoints.
 
-The diffusion math lives in diffusion.py; this file only drives it.
+The diffusion math lives in diffusion.py and the multi-process plumbing in distributed.py; this file only drives them.
+
+Several processes (torchrun): train.batch_size is the global batch. Every process draws the whole global batch
+(indices, flips, label dropout, t, eps) from generators in identical states, exactly as one process would, and
+trains on its own rows of it; DDP averages the gradients, which gives the single-process gradient of that batch.
+Weights, optimizer and EMA stay identical in every process, so rank 0 alone writes, and a checkpoint does not
+depend on how many processes made it.
 """
 
 from __future__ import annotations
@@ -18,13 +24,14 @@ import torch
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
+from . import distributed
 from .config import Config
 from .data import TensorData, load_dataset
 from .diffusion import sample_t, training_loss
 from .errors import ConfigError, RunError
 from .guidance import drop_labels
 from .models import build_model, count_parameters
-from .runtime import autocast, pick_device, use_bf16
+from .runtime import autocast, use_bf16
 from .samplers.run import sample_from_config
 from .schedules import Schedule, schedule_from_config
 
@@ -68,22 +75,31 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 class _StopFlag:
-    """Turns SIGTERM into a graceful stop at the end of the current step."""
+    """Turns SIGTERM and SIGINT into a graceful stop at the end of the current step (a second Ctrl-C interrupts).
+
+    A flag rather than an exception, so that all processes of a torchrun job can agree on the step to stop at.
+    """
 
     def __init__(self) -> None:
-        self.stop = False
-        self._old: Any = None
+        self.stop: str = ""  # the name of the signal that asked for the stop
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and self.stop == "SIGINT":
+            raise KeyboardInterrupt
+        self.stop = signal.Signals(signum).name
 
     def __enter__(self) -> "_StopFlag":
-        try:
-            self._old = signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stop", True))
-        except ValueError:  # not the main thread
-            self._old = None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGTERM, self._old)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 def train(
@@ -98,19 +114,31 @@ def train(
     """Train cfg's model on cfg's data into run_dir; resume=True continues the run saved there.
 
     A run directory that already holds a run is never overwritten unless overwrite=True.
+    Under torchrun every process calls this (it joins the process group for the run); rank 0 writes and logs.
     """
-    run_dir = Path(run_dir)
+    with distributed.session():
+        return _train(cfg, Path(run_dir), resume, overwrite, progress, log)
+
+
+def _train(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, progress: bool,
+           log: Callable[[str], None]) -> TrainResult:
     if run_dir.exists() and not run_dir.is_dir():
         raise RunError(f"{run_dir} is a file; choose another --out directory")
     if not resume and ckpt.is_run(run_dir) and not overwrite:
         raise RunError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, "
                        "choose another --out, or pass --force to start over")
     tc = cfg.train
-    device = pick_device(tc.device)
+    main, world = distributed.is_main(), distributed.world_size()
+    if not main:  # rank 0 speaks for the job
+        progress, log = False, lambda _: None
+    device = distributed.device_for(tc.device)  # cuda:LOCAL_RANK under torchrun
     bf16 = use_bf16(tc.precision, device)
+    micro = distributed.local_batch(tc.batch_size, tc.grad_accum)  # rows per forward pass in this process
 
-    # Data as one in-memory tensor on the device; batches are index lookups.
-    data = load_dataset(cfg.data, "train")
+    # Data as one in-memory tensor on the device; batches are index lookups. Rank 0 loads first, so that a
+    # torchvision download happens once, not concurrently into the same folder.
+    with distributed.rank0_first():
+        data = load_dataset(cfg.data, "train")
     check_labels(cfg, data)
     x_all = data.x.to(device)
     y_all = data.y.to(device) if data.y is not None and cfg.model.num_classes else None
@@ -120,6 +148,7 @@ def train(
     torch.manual_seed(tc.seed)
     model = build_model(cfg, data.shape).to(device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
+    net = distributed.wrap(model)  # what the loss calls: DDP(model) under torchrun, which averages gradients
     schedule = schedule_from_config(cfg.diffusion)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
 
@@ -129,9 +158,10 @@ def train(
     perm, pos, step, ema_updates = torch.randperm(len(x_all), generator=index_gen), 0, 0, 0
 
     if resume:
-        ckpt.load_weights(run_dir / ckpt.MODEL, model)
-        ckpt.load_weights(run_dir / ckpt.EMA, ema)
-        state = ckpt.load_state(run_dir)
+        source = ckpt.latest_checkpoint(run_dir)
+        ckpt.load_weights(source / ckpt.MODEL, model)
+        ckpt.load_weights(source / ckpt.EMA, ema)
+        state = ckpt.load_state(source)
         try:
             opt.load_state_dict(state["optimizer"])
             index_gen.set_state(state["index_gen"])
@@ -144,12 +174,16 @@ def train(
             raise RunError(f"{run_dir} was trained on {len(perm)} items but {data.name} has {len(x_all)}; "
                            "resume with the same data")
         log(f"resuming {run_dir} at step {step}")
-    else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / ckpt.METRICS).write_text("step,loss,lr,images_per_s,elapsed_s\n")
-    ckpt.write_config(run_dir, cfg)
-    ckpt.write_meta(run_dir, data.shape, data.class_names, data.name)
-    (run_dir / "samples").mkdir(exist_ok=True)
+    if not main:  # dropout draws from the global generator: give each process its own (rank 0 keeps the saved one)
+        torch.manual_seed(tc.seed + 7919 * distributed.rank() + 104729 * step)
+    distributed.barrier()  # every process has checked and read run_dir before rank 0 writes into it
+    if main:
+        if not resume:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / ckpt.METRICS).write_text("step,loss,lr,images_per_s,elapsed_s,skipped\n")
+        ckpt.write_config(run_dir, cfg)
+        ckpt.write_meta(run_dir, data.shape, data.class_names, data.name)
+        (run_dir / "samples").mkdir(exist_ok=True)
 
     def state_dict() -> dict[str, Any]:
         return {"optimizer": opt.state_dict(), "index_gen": index_gen.get_state(),
@@ -157,20 +191,35 @@ def train(
                 "ema_updates": ema_updates}
 
     def save() -> None:
-        ckpt.save_checkpoint(run_dir, model, ema, state_dict(), step)
+        if not main:
+            return
+        try:
+            ckpt.save_checkpoint(run_dir, model, ema, state_dict(), step, keep=tc.keep)
+        except OSError as exc:
+            kept = ckpt.snapshots(run_dir)
+            raise RunError(f"could not write the checkpoint of step {step} ({exc.strerror or exc}); "
+                           f"{'the previous one, ' + kept[-1].name + ', is intact' if kept else 'nothing was saved'}"
+                           ) from None
 
     log(f"training {cfg.name}: {count_parameters(model) / 1e6:.2f}M parameters, {len(x_all)} items of "
-        f"{data.name}, {device}{' bf16' if bf16 else ''}, {tc.steps} steps of batch {tc.batch_size} -> {run_dir}")
-    writer = _tensorboard(run_dir)
+        f"{data.name}, {device}{' bf16' if bf16 else ''}{f' x {world} processes' if world > 1 else ''}, "
+        f"{tc.steps} steps of batch {tc.batch_size}"
+        f"{f' in {tc.grad_accum} micro-batches' if tc.grad_accum > 1 else ''} -> {run_dir}")
+    writer = _tensorboard(run_dir) if main else None
+    # This process's rows of every global batch, cut into grad_accum micro-batches of `micro` rows.
+    first = distributed.shard(tc.batch_size).start
+    micro_rows = [slice(first + k * micro, first + (k + 1) * micro) for k in range(tc.grad_accum)]
     start_step, t_start = step, time.monotonic()
     window_loss, window_n, window_t = torch.zeros((), device=device), 0, time.monotonic()
     last_loss, rate, stopped = float("nan"), 0.0, False
+    skipped = bad_in_row = 0  # non-finite steps: in all, and in a row
     bar = tqdm(total=tc.steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
-    model.train()
+    net.train()
     try:
         with _StopFlag() as flag:
             while step < tc.steps:
-                # Next batch from this epoch's permutation; a fresh permutation each epoch.
+                # Next global batch from this epoch's permutation; a fresh permutation each epoch. Every
+                # process draws all of it (same generators, same states) and then trains on its own rows.
                 if pos + tc.batch_size > len(perm):
                     perm, pos = torch.randperm(len(x_all), generator=index_gen), 0
                 idx = perm[pos : pos + tc.batch_size].to(device)
@@ -187,43 +236,64 @@ def train(
 
                 for group in opt.param_groups:
                     group["lr"] = lr_at(cfg, step)
-                with autocast(bf16, device):
-                    loss = training_loss(model, schedule, x0, t, eps, y, prediction=cfg.diffusion.prediction,
-                                         weighting=cfg.diffusion.weighting, min_snr_gamma=cfg.diffusion.min_snr_gamma)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if tc.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                loss = torch.zeros((), device=device)  # this process's mean loss over its rows
+                for k, rows in enumerate(micro_rows):
+                    # Gradients of (micro-batch mean / grad_accum) add up to those of the batch mean; DDP
+                    # all-reduces them once, on the last micro-batch.
+                    with distributed.no_sync(net, sync=k == tc.grad_accum - 1):
+                        with autocast(bf16, device):
+                            part = training_loss(net, schedule, x0[rows], t[rows], eps[rows],
+                                                 None if y is None else y[rows], prediction=cfg.diffusion.prediction,
+                                                 weighting=cfg.diffusion.weighting,
+                                                 min_snr_gamma=cfg.diffusion.min_snr_gamma) / tc.grad_accum
+                        part.backward()
+                    loss += part.detach()
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip or float("inf"))
+                step += 1
+                bar.update(1)
+                # One small all-reduce: all processes skip, stop or run out of time at the same step.
+                nonfinite, stop, out_of_time = distributed.any_rank(
+                    not (torch.isfinite(loss) and torch.isfinite(grad_norm)), bool(flag.stop),
+                    tc.minutes > 0 and time.monotonic() - t_start > tc.minutes * 60)
+                if nonfinite:
+                    # Skip the update: weights, optimizer moments and EMA stay as they were.
+                    skipped += 1
+                    bad_in_row += 1
+                    log(f"\nstep {step}: non-finite {'loss' if not torch.isfinite(loss) else 'gradient'}; "
+                        f"update skipped ({bad_in_row} in a row, {skipped} in all)")
+                    if bad_in_row >= tc.max_nonfinite:
+                        raise RunError(
+                            f"{bad_in_row} non-finite steps in a row at step {step}; stopped without saving, the last "
+                            f"good checkpoint is kept. Likely causes: train.lr too high ({tc.lr:g}), bf16 overflow "
+                            "(try --set train.precision=fp32), or bad input data")
+                    continue
+                bad_in_row = 0
                 opt.step()
                 decay = min(tc.ema_decay, (1 + ema_updates) / (10 + ema_updates)) if tc.ema_warmup else tc.ema_decay
                 ema_update(ema, model, decay)
                 ema_updates += 1
-                step += 1
-                window_loss += loss.detach()  # no host sync until the next log line
+                window_loss += loss
                 window_n += 1
-                bar.update(1)
 
-                out_of_time = tc.minutes > 0 and time.monotonic() - t_start > tc.minutes * 60
-                if step % tc.log_every == 0 or step == tc.steps or out_of_time or flag.stop:
+                if (step % tc.log_every == 0 or step == tc.steps or out_of_time or stop) and window_n:
                     now = time.monotonic()
-                    last_loss = (window_loss / window_n).item()
+                    last_loss = (distributed.mean(window_loss) / window_n).item()  # the global batch's mean
                     rate = window_n * tc.batch_size / max(now - window_t, 1e-9)
-                    _log_metrics(run_dir, writer, step, last_loss, lr_at(cfg, step - 1), rate, now - t_start)
+                    if main:
+                        _log_metrics(run_dir, writer, step, last_loss, lr_at(cfg, step - 1), rate, now - t_start,
+                                     skipped)
                     bar.set_postfix(loss=f"{last_loss:.4f}", img_s=f"{rate:.0f}")
                     window_loss.zero_()
                     window_n, window_t = 0, now
-                    if not math.isfinite(last_loss):
-                        raise RunError(f"loss became {last_loss} at step {step}; lower train.lr or use "
-                                       "--set train.precision=fp32 (the last checkpoint is kept)")
-                if tc.sample_every and step % tc.sample_every == 0:
+                if tc.sample_every and step % tc.sample_every == 0:  # every process samples a share of the grid
                     _save_grid(cfg, ema, schedule, data, device, run_dir / "samples" / f"step_{step:07d}.png")
-                    model.train()
                 if step % tc.ckpt_every == 0:
                     save()
-                if out_of_time or flag.stop:
+                if out_of_time or stop:
                     stopped = True
-                    log(f"\nstopping at step {step} ({'time budget' if out_of_time else 'SIGTERM'}); saved. "
-                        f"Continue with: ddpmlab train --resume {run_dir}")
+                    log(f"\nstopping at step {step} ({'time budget' if out_of_time else flag.stop or 'a signal'}); "
+                        f"saved. Continue with: ddpmlab train --resume {run_dir}")
                     break
     except KeyboardInterrupt:
         stopped = True
@@ -233,7 +303,8 @@ def train(
         if writer is not None:
             writer.close()
     save()
-    _plot_loss(run_dir)
+    if main:
+        _plot_loss(run_dir)
     seconds = time.monotonic() - t_start
     images_per_s = (step - start_step) * tc.batch_size / max(seconds, 1e-9)
     log(f"done: step {step}, loss {last_loss:.4f}, {images_per_s:.0f} images/s, {seconds:.0f}s -> {run_dir}")
@@ -248,9 +319,10 @@ def _tensorboard(run_dir: Path):
     return SummaryWriter(log_dir=str(run_dir))
 
 
-def _log_metrics(run_dir: Path, writer, step: int, loss: float, lr: float, rate: float, elapsed: float) -> None:
+def _log_metrics(run_dir: Path, writer, step: int, loss: float, lr: float, rate: float, elapsed: float,
+                 skipped: int) -> None:
     with open(run_dir / ckpt.METRICS, "a", newline="") as f:
-        csv.writer(f).writerow([step, f"{loss:.6f}", f"{lr:.6g}", f"{rate:.1f}", f"{elapsed:.1f}"])
+        csv.writer(f).writerow([step, f"{loss:.6f}", f"{lr:.6g}", f"{rate:.1f}", f"{elapsed:.1f}", skipped])
     if writer is not None:
         writer.add_scalar("loss", loss, step)
         writer.add_scalar("lr", lr, step)
@@ -262,7 +334,9 @@ def _save_grid(cfg: Config, ema, schedule: Schedule, data: TensorData, device, p
 
     ema.eval()
     n = 64 if data.is_image else 2000
-    samples = sample_from_config(cfg, ema, schedule, data.shape, n, device)
+    samples = sample_from_config(cfg, ema, schedule, data.shape, n, device)  # split across processes
+    if not distributed.is_main():
+        return
     if data.is_image:
         save_grid(samples, path, nrow=8)
     else:

@@ -223,7 +223,8 @@ def guidance_figure(weights: Sequence[float], blocks: Sequence[torch.Tensor], pe
                     class_names: Sequence[str], path: str | Path) -> None:
     """Side-by-side grids, one per guidance weight w; each grid has one row per class."""
     plt = _plt()
-    fig, axes = plt.subplots(1, len(weights), figsize=(0.55 * per_row * len(weights) + 1, 0.6 * len(class_names) + 0.8),
+    panel = 0.5 * per_row  # inches per block; the height follows the grid's aspect ratio
+    fig, axes = plt.subplots(1, len(weights), figsize=(panel * len(weights) + 1, panel * len(class_names) / per_row + 0.6),
                              squeeze=False)
     for ax, w, imgs in zip(axes[0], weights, blocks):
         ax.imshow(grid_image(imgs, nrow=per_row), interpolation="nearest")

@@ -1,4 +1,8 @@
-"""Drive a sampler over many samples in batches, with per-sample seeds, labels and guidance."""
+"""Drive a sampler over many samples in batches, with per-sample seeds, labels and guidance.
+
+Under torchrun the sample indices are split across processes; since sample i draws all of its noise from its own
+generator (seed, i), the gathered result equals a single process's, whatever the number of processes.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..diffusion import Denoiser, make_denoiser
 from ..guidance import guided
 from ..schedules import Schedule, Spacing, spaced_timesteps
@@ -41,21 +46,25 @@ def generate(
     callback: Callback | None = None,
     progress: bool = False,
     options: dict[str, Any] | None = None,
+    part: slice | None = None,
 ) -> torch.Tensor:
-    """n samples (n, *item_shape) on the CPU; denoiser_for(slice) builds the denoiser for samples [slice].
+    """Samples [part] of the indices 0..n-1 (default: all), (len, *item_shape) on the CPU, in index order.
 
-    Timesteps are `timesteps` if given, else `steps` spaced by `spacing`. The callback only sees the first batch.
+    denoiser_for(slice) builds the denoiser for samples [slice]. Timesteps are `timesteps` if given, else `steps`
+    spaced by `spacing`. The callback only sees the first batch.
     """
     if timesteps is None:
         timesteps = spaced_timesteps(schedule, steps or schedule.T, spacing)
-    out = []
-    starts = range(0, n, batch_size)
-    for start in tqdm(starts, desc="sampling", unit="batch", disable=not progress or len(starts) < 2):
-        idx = range(start, min(n, start + batch_size))
+    first, last = (0, n) if part is None else (part.start, part.stop)
+    out = [torch.empty((0, *item_shape))]
+    starts = range(first, last, batch_size)
+    for start in tqdm(starts, desc="sampling", unit="batch",
+                      disable=not progress or len(starts) < 2 or not distributed.is_main()):
+        idx = range(start, min(last, start + batch_size))
         x_T, gens = initial_noise(seed, idx, item_shape, device)
         x0 = sampler(
             denoiser_for(slice(idx.start, idx.stop)), x_T, schedule, timesteps,
-            generator=gens, callback=callback if start == 0 else None, **(options or {}),
+            generator=gens, callback=callback if start == first else None, **(options or {}),
         )
         out.append(x0.float().cpu())
     return torch.cat(out)
@@ -102,6 +111,9 @@ def sample_from_config(
     """n samples from a network with a run config's sampler settings (cfg.sample, cfg.diffusion).
 
     labels: (n,) class labels for a conditional model; None gives 0, 1, ..., K-1, 0, 1, ... in order.
+    Under torchrun every process must call this: each generates its shard of the indices and every process
+    returns all n samples, in index order. With a callback (which sees the first batch whole) each process
+    generates everything itself.
     """
     from . import get_sampler, resolve_spacing
 
@@ -112,7 +124,10 @@ def sample_from_config(
     if labels is not None:
         labels = labels.to(device)
     sampler = get_sampler(s.sampler)
-    return generate(denoiser_from_config(cfg, model, schedule, item_shape, labels, guidance), sampler, schedule,
-                    item_shape, n, steps=s.steps, spacing=resolve_spacing(s.sampler, s.spacing), seed=s.seed,
-                    batch_size=batch_size or s.batch_size, device=device, callback=callback, progress=progress,
-                    options=sampler_options(sampler, s))
+    split = callback is None and distributed.world_size() > 1
+    mine = distributed.shard(n) if split else None
+    x = generate(denoiser_from_config(cfg, model, schedule, item_shape, labels, guidance), sampler, schedule,
+                 item_shape, n, steps=s.steps, spacing=resolve_spacing(s.sampler, s.spacing), seed=s.seed,
+                 batch_size=batch_size or s.batch_size, device=device, callback=callback, progress=progress,
+                 options=sampler_options(sampler, s), part=mine)
+    return distributed.gather_shards(x, n) if split else x
