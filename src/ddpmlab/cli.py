@@ -1,4 +1,4 @@
-"""`ddpmlab train | sample | edit | inpaint | interpolate | invert | forward | schedules | presets`.
+"""`ddpmlab train | sample | edit | inpaint | interpolate | invert | eval | nll | forward | schedules | presets`.
 
 Each command parses its arguments, builds a config and makes library calls; no math here.
 """
@@ -6,6 +6,7 @@ Each command parses its arguments, builds a config and makes library calls; no m
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -42,6 +43,17 @@ EXAMPLES = {
   ddpmlab interpolate runs/mnist --seed-a 1 --seed-b 2 --frames 8 --out interp.png""",
     "invert": """examples:
   ddpmlab invert runs/mnist --image a.png --image b.png --out latents.npz""",
+    "eval": """examples:
+  ddpmlab eval runs/mnist --n 2000 --sampler dpmpp-2m --steps 20
+  ddpmlab eval runs/mnist --n 1000 --sweep-steps 5,10,20 --samplers ddim,dpmpp-2m
+  ddpmlab eval runs/mnist-cond --n 1000 --guidance-sweep 0,1,3
+  ddpmlab eval runs/moons --n 2000
+  ddpmlab eval runs/cifar10 --features inception --inception-weights pt_inception.safetensors
+(writes RUN/eval.json and RUN/eval.md; reference features are cached in ~/.cache/ddpmlab/eval)""",
+    "nll": """examples:
+  ddpmlab nll runs/mnist --n 500
+  ddpmlab nll runs/mnist --n 200 --timesteps 100   # stratified over t: 101 instead of 1000 evaluations per image
+(writes RUN/nll.json)""",
 }
 
 
@@ -179,6 +191,36 @@ def build_parser() -> argparse.ArgumentParser:
     edit_common(p)
     p.add_argument("--image", action="append", required=True, help="repeat for several images")
     p.add_argument("--out", default="latents.npz")
+
+    p = command("eval", "Score a run's samples: FID/KID/precision/recall (images) or exact 2D metrics, with floors.")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--n", type=int, default=2000, help="samples to score (default 2000)")
+    p.add_argument("--sampler", help="sampler name (default: the run's sample.sampler)")
+    p.add_argument("--steps", type=int, help="network evaluations (default: the run's sample.steps)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--guidance", type=float, help="classifier-free guidance weight w (conditional runs)")
+    g.add_argument("--guidance-sweep", metavar="W,W,...", help="also score these guidance weights")
+    p.add_argument("--sweep-steps", type=_csv_ints, metavar="K,K,...", help="also score each --samplers at these steps")
+    p.add_argument("--samplers", metavar="S,S,...", help="samplers for --sweep-steps (default: the run's)")
+    p.add_argument("--features", choices=["auto", "classifier", "inception"], default="auto",
+                   help="feature network: auto (shipped MNIST/Fashion classifier, else Inception if weights are "
+                        "given, else a pixel projection), classifier, inception")
+    p.add_argument("--inception-weights", metavar="PATH", help="inception_v3 state dict (.safetensors or .pth)")
+    p.add_argument("--seed", type=int, help="sampling seed (default: the run's sample.seed)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--weights", choices=["ema", "model"], default="ema")
+    p.add_argument("--device", default="auto")
+
+    p = command("nll", "Negative log-likelihood in bits/dim from the variational bound (Ho et al. 2020, eq. 5).")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--n", type=int, default=500, help="real images to score (default 500)")
+    p.add_argument("--timesteps", type=int, help="stratified estimate over K timesteps (default: every t, exact)")
+    p.add_argument("--variance", choices=["posterior", "beta"], default="posterior",
+                   help="reverse-process variance: beta-tilde_t (default) or beta_t")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--weights", choices=["ema", "model"], default="ema")
+    p.add_argument("--device", default="auto")
     return parser
 
 
@@ -198,26 +240,26 @@ def _check_out(path: str | Path) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .checkpoint import read_config
-    from .config import _merge, build_config, parse_override, validate
-    from .train import train
+    from .config import build_config
 
-    shortcuts = [f"train.minutes={args.minutes}"] if args.minutes is not None else []
-    shortcuts += [f"train.steps={args.steps}"] if args.steps is not None else []
-    shortcuts += [f'data.name="{args.data}"'] if args.data else []
-    shortcuts += [f'data.root="{args.data_root}"'] if args.data_root else []
-    shortcuts += [f"data.image_size={args.image_size}"] if args.image_size is not None else []
+    shortcuts: dict[str, dict] = {"train": {}, "data": {}}
+    for section, key, value in (("train", "minutes", args.minutes), ("train", "steps", args.steps),
+                                ("data", "name", args.data), ("data", "root", args.data_root),
+                                ("data", "image_size", args.image_size)):
+        if value is not None:
+            shortcuts[section][key] = value
     if args.resume:
         if args.preset or args.config:
             raise ConfigError("--resume takes the run's own config; drop --preset/--config (use --set to change it)")
-        cfg = read_config(args.resume)
-        for item in [*args.set, *shortcuts]:
-            cfg = _merge(cfg, parse_override(item), "--set")
-        cfg = validate(cfg)
+        from .checkpoint import read_config
+
+        cfg = build_config(base=read_config(args.resume), overrides=args.set, settings=shortcuts)
         out = Path(args.resume)
     else:
-        cfg = build_config(args.preset, args.config, [*args.set, *shortcuts])
+        cfg = build_config(args.preset, args.config, args.set, settings=shortcuts)
         out = Path(args.out or f"runs/{cfg.name}")
+    from .train import train  # torch is imported only once the config is known to be valid
+
     train(cfg, out, resume=bool(args.resume), overwrite=args.force, progress=not args.quiet)
     return 0
 
@@ -234,11 +276,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     run_dir = Path(args.run)
     out = _check_out(args.out or run_dir / "samples.png")
     run = S.load_run(run_dir, weights=args.weights, device=args.device)
-    if args.sampler is not None:
-        from .samplers import SAMPLERS
-
-        if args.sampler not in SAMPLERS:
-            raise ConfigError(f"unknown sampler {args.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    _check_sampler(args.sampler)
     spacing = args.spacing or ("auto" if args.sampler else None)  # a new sampler brings its own spacing
     run = S.with_sample_settings(run, steps=args.steps, sampler=args.sampler, variance=args.variance,
                                  spacing=spacing, seed=args.seed, batch_size=args.batch_size, eta=args.eta,
@@ -278,8 +316,15 @@ def cmd_forward(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_sampler(name: str | None) -> None:
+    from .samplers import SAMPLERS
+
+    if name is not None and name not in SAMPLERS:
+        raise ConfigError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+
+
 def _edit_run(args: argparse.Namespace, sampler: str | None = None):
-    """Load a run for editing with the command's sampling overrides, and the class label to use."""
+    """Load an image run for editing with the command's sampling overrides, and the class label to use."""
     from . import sample as S
 
     if args.steps is not None and args.steps < 1:
@@ -287,6 +332,8 @@ def _edit_run(args: argparse.Namespace, sampler: str | None = None):
     run = S.load_run(args.run, weights=args.weights, device=args.device)
     run = S.with_sample_settings(run, steps=args.steps, seed=args.seed, guidance=args.guidance, sampler=sampler)
     S.check_guidance(run, run.cfg.sample.guidance)
+    if not run.is_image:
+        raise ConfigError(f"{run.path} models 2D points; editing needs an image run")
     labels = S.class_labels(run, args.klass, 1) if args.klass is not None else None
     return run, (None if labels is None else int(labels[0]))
 
@@ -311,13 +358,8 @@ def cmd_edit(args: argparse.Namespace) -> int:
     from .viz import save_grid
 
     out = _check_out(args.out)
-    if args.sampler is not None:
-        from .samplers import SAMPLERS
-
-        if args.sampler not in SAMPLERS:
-            raise ConfigError(f"unknown sampler {args.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    _check_sampler(args.sampler)
     run, label = _edit_run(args, args.sampler)
-    _require_images(run)
     image = _picture_for(run, args.image)
     noised, edits = sdedit(run, image, args.strength, args.n, _labels(label, args.n))
     save_grid(torch.cat([image, noised[:1], edits]), out, nrow=args.n + 2)
@@ -333,7 +375,6 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
 
     out = _check_out(args.out)
     run, label = _edit_run(args)
-    _require_images(run)
     image = _picture_for(run, args.image)
     from .data import load_mask
 
@@ -345,18 +386,12 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     return 0
 
 
-def _require_images(run) -> None:
-    if not run.is_image:
-        raise ConfigError(f"{run.path} models 2D points; editing needs an image run")
-
-
 def cmd_interpolate(args: argparse.Namespace) -> int:
     from .edit import interpolate
     from .viz import save_grid
 
     out = _check_out(args.out)
     run, label = _edit_run(args)
-    _require_images(run)
     frames = interpolate(run, args.seed_a, args.seed_b, args.frames, label)
     save_grid(frames, out, nrow=args.frames)
     print(f"wrote {out}")
@@ -375,7 +410,6 @@ def cmd_invert(args: argparse.Namespace) -> int:
 
     out = _check_out(args.out)
     run, label = _edit_run(args)
-    _require_images(run)
     images = torch.cat([_picture_for(run, p) for p in args.image])
     latents, recon = invert(run, images, _labels(label, len(images)))
     err = (recon - images).abs().mean().item()
@@ -412,9 +446,55 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+    from .sample import load_run
+
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
+    _check_sampler(args.sampler)
+    samplers = [s.strip() for s in args.samplers.split(",") if s.strip()] if args.samplers else None
+    for name in samplers or []:
+        _check_sampler(name)
+    sweep = _csv_floats(args.guidance_sweep) if args.guidance_sweep is not None else None
+    run = load_run(args.run, weights=args.weights, device=args.device)
+    r = evaluate(run, args.n, args.sampler, args.steps, guidance=args.guidance, guidance_sweep=sweep,
+                 sweep_steps=args.sweep_steps, samplers=samplers, features=args.features,
+                 inception_weights=args.inception_weights, seed=args.seed, batch_size=args.batch_size, progress=True)
+    m, f = r["metrics"], r["floor"]
+    if r["kind"] == "image":
+        print(f"FID {m['fid']:.3f} (real-vs-real floor {f['fid']:.3f}), KID {m['kid']:.5f} +- {m['kid_std']:.5f} "
+              f"(floor {f['kid']:.5f}), precision {m['precision']:.3f} ({f['precision']:.3f}), recall "
+              f"{m['recall']:.3f} ({f['recall']:.3f}) at N = {r['n']}, features {r['features']}")
+    else:
+        print(f"energy distance {m['energy_distance']:.5f} (floor {f['energy_distance']:.5f}), sliced Wasserstein "
+              f"{m['sliced_wasserstein']:.5f} (floor {f['sliced_wasserstein']:.5f}) at N = {r['n']}")
+    if "conditional" in r:
+        print(f"classifier accuracy of the samples: {r['conditional']['accuracy']:.3f}")
+    print(f"sampling {r['sampling']['seconds']:.1f} s, metrics {r['metric_seconds']:.1f} s")
+    for key in ("json", "markdown"):
+        print(f"wrote {r['files'][key]}")
+    return 0
+
+
+def cmd_nll(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_nll
+    from .sample import load_run
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
+    run = load_run(args.run, weights=args.weights, device=args.device)
+    r = evaluate_nll(run, args.n, timesteps=args.timesteps, variance=args.variance, seed=args.seed,
+                     batch_size=args.batch_size, progress=True)
+    print(f"{r['bits_per_dim']:.4f} +- {r['stderr']:.4f} bits/dim on {r['n']} {r['images']} (L_T {r['prior_L_T']:.4f}, "
+          f"sum L_t {r['diffusion_sum_L_t']:.4f}, L_0 {r['decoder_L_0']:.4f}); {r['estimator']}")
+    print(f"wrote {r['file']}")
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "forward": cmd_forward, "schedules": cmd_schedules,
             "presets": cmd_presets, "edit": cmd_edit, "inpaint": cmd_inpaint, "interpolate": cmd_interpolate,
-            "invert": cmd_invert}
+            "invert": cmd_invert, "eval": cmd_eval, "nll": cmd_nll}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -423,10 +503,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             warnings.formatwarning = lambda msg, cat, *a, **k: f"ddpmlab: warning: {msg}\n"  # type: ignore
+            if args.command in ("train", "sample") and "WORLD_SIZE" in os.environ:  # under torchrun: join the job
+                from .distributed import session
+
+                with session(quiet_others=True):  # ranks > 0 keep stdout quiet; rank 0 reports
+                    return COMMANDS[args.command](args)
             return COMMANDS[args.command](args)
     except DDPMLabError as exc:
         print(f"ddpmlab: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a file the command had to write or read failed at run time
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"ddpmlab: error: {where}{exc.strerror or exc}; check the path, its permissions and free disk space",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("ddpmlab: interrupted", file=sys.stderr)
         return 130

@@ -1,6 +1,8 @@
-"""An exact denoiser for Gaussian-mixture data, and the energy distance, for checking samplers without training.
+"""An exact denoiser for Gaussian-mixture data, for checking samplers without training.
 
-Notation (schedules.py; Székely & Rizzo 2013):
+energy_distance now lives in ddpmlab.metrics.toy; it is re-exported here for existing imports.
+
+Notation (schedules.py):
     x0 ~ sum_k w_k N(mu_k, s_k^2 I)     K isotropic components in D dimensions
     q(x_t | x0) = N(alpha_t x0, sigma_t^2 I), so q(x_t | k) = N(alpha_t mu_k, v_k I), v_k = alpha_t^2 s_k^2 + sigma_t^2
     r_k(x_t)    posterior responsibility p(k | x_t), proportional to w_k N(x_t; alpha_t mu_k, v_k I)
@@ -16,7 +18,10 @@ from dataclasses import dataclass
 import torch
 
 from ..diffusion import Denoised, Denoiser
+from ..metrics.toy import energy_distance
 from ..schedules import Schedule
+
+__all__ = ["GaussianMixture", "energy_distance", "oracle_denoiser"]
 
 
 @dataclass(frozen=True)
@@ -81,20 +86,3 @@ def oracle_denoiser(mixture: GaussianMixture, schedule: Schedule) -> Denoiser:
         return Denoised(x0.to(x_t.dtype), eps.to(x_t.dtype))
 
     return denoise
-
-
-def energy_distance(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Székely energy distance 2 E|A - B| - E|A - A'| - E|B - B'| for samples a: (N, D), b: (M, D).
-
-    This is the V-statistic: every mean runs over all pairs, the zero diagonal included, so the
-    value is never negative, and for equal laws its expectation is (1/N + 1/M) E|A - A'|, not 0.
-    """
-    a, b = a.to(torch.float64), b.to(torch.float64)
-
-    def mean_dist(x: torch.Tensor, y: torch.Tensor) -> float:
-        # exact pairwise distances (no matmul trick, so |x - x| = 0), in row blocks to bound memory
-        exact = "donot_use_mm_for_euclid_dist"
-        total = sum(float(torch.cdist(xb, y, compute_mode=exact).sum()) for xb in x.split(1024))
-        return total / (x.shape[0] * y.shape[0])
-
-    return float(2 * mean_dist(a, b) - mean_dist(a, a) - mean_dist(b, b))
