@@ -36,6 +36,9 @@ def atomic_write(path: Path, write: Any) -> None:
     """Call write(file_object) on a temp file beside path, fsync, then rename it over path."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600 files; give them the usual permissions
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

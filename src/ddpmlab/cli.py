@@ -253,6 +253,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError("--resume takes the run's own config; drop --preset/--config (use --set to change it)")
         from .checkpoint import read_config
 
+        shortcuts["train"].setdefault("minutes", 0.0)  # a time budget applies to one invocation, not the run
         cfg = build_config(base=read_config(args.resume), overrides=args.set, settings=shortcuts)
         out = Path(args.resume)
     else:

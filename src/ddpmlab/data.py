@@ -67,7 +67,7 @@ def _images(u8: np.ndarray | torch.Tensor, labels, classes, name: str, size: int
         from torchvision.transforms.functional import resize
 
         x = resize(x, [size, size], antialias=True).clamp(-1, 1)
-    y = None if labels is None else torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    y = None if labels is None else torch.as_tensor(np.array(labels), dtype=torch.long)
     return TensorData(name, x, y, tuple(classes))
 
 
