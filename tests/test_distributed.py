@@ -69,13 +69,7 @@ def assert_same_losses(a_dir, b_dir, rtol=1e-5) -> None:
     assert np.allclose([v for _, v in la], [v for _, v in lb], rtol=rtol, atol=1e-6), (la, lb)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The in-process runs here are tiny; one thread avoids OpenMP spinning against the torchrun workers."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread, restored afterwards
 
 
 @pytest.fixture(scope="module")

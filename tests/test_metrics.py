@@ -20,13 +20,7 @@ from ddpmlab.samplers.oracle import GaussianMixture, oracle_denoiser
 from ddpmlab.schedules import make_schedule
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one thread is faster than two fighting over a shared CPU (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread, restored afterwards
 
 
 @pytest.fixture(scope="module")

@@ -21,14 +21,9 @@ SCHED = make_schedule("linear", 1000)
 ORACLE = oracle_denoiser(MIX, SCHED)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These tensors are tiny (a few thousand 2D points): with 2 threads every op pays a thread
-    # wake-up that costs more than the work (10x slower on a busy 2-core machine).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# These tensors are tiny (a few thousand 2D points): with 2 threads every op pays a thread
+# wake-up that costs more than the work (10x slower on a busy 2-core machine).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _noise(n: int, seed: int) -> torch.Tensor:
