@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -151,3 +152,95 @@ def test_keep_rotation_keeps_the_newest(tmp_path):
     train(moons_config("train.steps=50", "train.ckpt_every=10", "train.keep=2"), tmp_path / "r", **QUIET)
     assert [p.name for p in ckpt.snapshots(tmp_path / "r")] == ["step_000000040", "step_000000050"]
     assert os.path.samefile(tmp_path / "r" / ckpt.EMA, tmp_path / "r" / ckpt.CHECKPOINTS / "step_000000050" / ckpt.EMA)
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("parts") / "run"
+    train(tiny_image_config("train.steps=2"), run, **QUIET)
+    return run
+
+
+def _sample_cmd(run, out, n, batch, *extra):
+    return [sys.executable, "-m", "ddpmlab", "sample", str(run), "--n", str(n), "--batch-size", str(batch),
+            "--steps", "4", "--precision", "fp32", "--out", str(out), *extra]
+
+
+def test_sampling_in_parts_keeps_finished_batches_after_a_crash_and_resumes_exactly(image_run, tmp_path,
+                                                                                   monkeypatch):
+    from ddpmlab import sample as S
+    from ddpmlab.viz import to_uint8
+
+    run = S.with_sample_settings(load_run(image_run), steps=4, batch_size=8, precision="fp32")
+    straight = S.sample(run, 44)  # the same batches in one call
+    out = tmp_path / "s.png"
+    real_save, saved = S.save_npz, []
+
+    def crash_after_three(path, *a, **k):
+        if len(saved) == 3:
+            raise RuntimeError("simulated crash")
+        real_save(path, *a, **k)
+        saved.append(path)
+
+    monkeypatch.setattr(S, "save_npz", crash_after_three)
+    with pytest.raises(RuntimeError, match="simulated"):
+        S.sample_in_parts(run, 44, out)
+    monkeypatch.setattr(S, "save_npz", real_save)
+    kept = sorted(p.name for p in S.parts_dir(out).glob("*.npz"))
+    assert kept == ["000000000-000000008.npz", "000000008-000000016.npz", "000000016-000000024.npz"]
+    calls, real_sample = [], S.sample_from_config
+
+    def counting(*a, **k):
+        calls.append(k["part"])
+        return real_sample(*a, **k)
+
+    monkeypatch.setattr(S, "sample_from_config", counting)
+    resumed, before = S.sample_in_parts(run, 44, out)
+    assert before == 24 and calls == [slice(24, 32), slice(32, 40), slice(40, 44)]  # only the missing batches
+    assert np.array_equal(to_uint8(resumed), to_uint8(straight))
+
+
+def test_sample_cli_resumes_after_sigkill_and_refuses_other_settings(image_run, tmp_path):
+    out = tmp_path / "big.png"
+    parts = tmp_path / "big.parts"
+    proc = subprocess.Popen(_sample_cmd(image_run, out, 1000, 2), env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while len(list(parts.glob("*.npz"))) < 3 and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not out.exists(), "the sampling finished before the kill; make the job longer"
+    written = len(list(parts.glob("*.npz")))
+    assert written >= 3
+    # other settings: refused with the reason, the finished parts untouched
+    other = subprocess.run(_sample_cmd(image_run, out, 1000, 2, "--seed", "5"), env=_env(), capture_output=True,
+                           text=True, timeout=120)
+    assert other.returncode == 2 and "seed: 0 -> 5" in other.stderr and "Traceback" not in other.stderr
+    assert len(list(parts.glob("*.npz"))) == written
+    # the same command (a smaller batch size does not matter) finishes only the rest, then tidies up
+    done = subprocess.run(_sample_cmd(image_run, out, 1000, 50), env=_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"resuming: {2 * written} of 1000 samples" in done.stdout
+    assert not parts.exists()
+    images = np.load(out.with_suffix(".npz"))["images"]
+    from ddpmlab import sample as S
+    from ddpmlab.viz import to_uint8
+
+    run = S.with_sample_settings(load_run(image_run), steps=4, batch_size=2, precision="fp32")
+    assert images.shape[0] == 1000 and np.array_equal(images[:10], to_uint8(S.sample(run, 10)))
+
+
+def test_grid_of_a_large_set_shows_at_most_1024_and_the_npz_keeps_all(image_run, tmp_path):
+    from PIL import Image
+
+    from ddpmlab import sample as S
+
+    run = load_run(image_run)
+    x = torch.rand(1100, *run.item_shape) * 2 - 1
+    S.write_samples(run, x, tmp_path / "g.png")
+    side = run.item_shape[-1]
+    with Image.open(tmp_path / "g.png") as im:
+        assert im.size[0] == 32 * (side + 2) + 2  # 32 x 32 = 1024 cells, torchvision's padding of 2
+    assert np.load(tmp_path / "g.npz")["images"].shape[0] == 1100

@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-from .errors import ConfigError, DDPMLabError
+from .errors import ConfigError, DDPMLabError, RunError
 
 EXAMPLES = {
     "train": """examples:
@@ -130,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="same seed, same samples (whatever the batch size)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--weights", choices=["ema", "model"], default="ema", help="EMA (default) or online weights")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                   help="network precision (default: the run's sample.precision; auto = bf16 where native)")
     p.add_argument("--out", help="PNG to write (default RUN/samples.png); an .npz is written beside it")
     p.add_argument("--trajectory", nargs="?", const="", help="also write the denoising trajectory figure")
     p.add_argument("--gif", nargs="?", const="", help="also write a GIF of the reverse process")
@@ -266,6 +268,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    import shutil
+
+    from . import distributed
     from . import sample as S
 
     if args.n < 1:
@@ -281,7 +286,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     spacing = args.spacing or ("auto" if args.sampler else None)  # a new sampler brings its own spacing
     run = S.with_sample_settings(run, steps=args.steps, sampler=args.sampler, variance=args.variance,
                                  spacing=spacing, seed=args.seed, batch_size=args.batch_size, eta=args.eta,
-                                 s_churn=args.churn, guidance=args.guidance)
+                                 s_churn=args.churn, guidance=args.guidance, precision=args.precision)
     S.check_guidance(run, run.cfg.sample.guidance)
     labels = S.class_labels(run, args.klass, args.n)
     if args.guidance_sweep is not None:
@@ -292,8 +297,19 @@ def cmd_sample(args: argparse.Namespace) -> int:
         s = run.cfg.sample
         print(f"sampling {args.n} from {run_dir} (step {run.step}) with {s.sampler}, {s.steps} steps"
               f"{f', guidance {s.guidance:g}' if s.guidance else ''}, seed {s.seed}")
-        samples = S.sample(run, args.n, labels=labels, progress=True)
-        files = S.write_samples(run, samples, out, labels)
+        if args.n > s.batch_size:  # batch by batch to OUT.parts/: an interrupted run resumes where it stopped
+            try:
+                samples, _ = S.sample_in_parts(run, args.n, out, labels, progress=True)
+            except KeyboardInterrupt:
+                raise RunError(f"interrupted; the finished batches are kept in {S.parts_dir(out)}: rerun the same "
+                               "command to sample only the rest") from None
+            files = S.write_samples(run, samples, out, labels)
+            distributed.barrier()  # every process has read the parts
+            if distributed.is_main():
+                shutil.rmtree(S.parts_dir(out))
+        else:
+            samples = S.sample(run, args.n, labels=labels, progress=True)
+            files = S.write_samples(run, samples, out, labels)
     if args.trajectory is not None or args.gif is not None:
         files += S.write_reverse_process(
             run,

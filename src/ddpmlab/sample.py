@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -144,9 +146,92 @@ def save_npz(path: Path, samples: torch.Tensor, labels: torch.Tensor | None, is_
     ckpt.atomic_write(path, lambda f: f.write(buf.getvalue()))
 
 
+GRID_MOST = 1024  # most images drawn in a grid PNG; the .npz holds them all
+
+
+def parts_dir(out: Path) -> Path:
+    """Where sample_in_parts keeps finished batches until the whole set is written: OUT.parts/ beside OUT."""
+    return out.with_name(out.stem + ".parts")
+
+
+def _fingerprint(run: LoadedRun, n: int, labels: torch.Tensor | None, chunk: int) -> dict[str, Any]:
+    """Everything that decides the samples: a rerun continues only if this is unchanged."""
+    settings = dataclasses.asdict(run.cfg.sample)
+    del settings["batch_size"]
+    return {"run": str(run.path.resolve()), "step": run.step, "n": n, "chunk": chunk, **settings,
+            "labels": None if labels is None else hashlib.sha256(labels.cpu().numpy().tobytes()).hexdigest()[:16]}
+
+
+def sample_in_parts(run: LoadedRun, n: int, out: Path, labels: torch.Tensor | None = None, *,
+                    progress: bool = False) -> tuple[torch.Tensor, int]:
+    """Sample n items batch by batch, each batch written to parts_dir(out) as soon as it is done.
+
+    A crash or Ctrl-C keeps every finished batch; calling again with the same settings samples only the
+    missing ones (sample i depends only on the seed and i, so the result equals one uninterrupted call).
+    Returns (all n samples as stored, how many were already on disk). Under torchrun the processes take
+    alternate batches. The caller removes parts_dir(out) once the final files are written.
+    """
+    import json
+
+    from tqdm.auto import tqdm
+
+    if n < 1:
+        raise ConfigError(f"--n must be at least 1, got {n}")
+    check_guidance(run, run.cfg.sample.guidance)
+    folder, chunk = parts_dir(out), run.cfg.sample.batch_size
+    manifest = folder / "manifest.json"
+    if folder.exists() and not manifest.is_file():
+        raise ConfigError(f"{folder} exists but is not a sample-parts folder; move it away or choose another --out")
+    if manifest.is_file():
+        try:
+            saved = json.loads(manifest.read_text())
+        except (OSError, ValueError) as exc:
+            raise RunError(f"{manifest} is unreadable ({exc}); delete {folder} to start the sampling again") from None
+        chunk = int(saved.get("chunk", chunk))  # the batch size does not change the samples; keep the parts' one
+        want = _fingerprint(run, n, labels, chunk)
+        changed = [k for k in sorted(set(want) | set(saved)) if want.get(k) != saved.get(k)]
+        if changed:
+            diff = ", ".join(f"{k}: {saved.get(k)!r} -> {want.get(k)!r}" for k in changed[:4])
+            raise ConfigError(f"{folder} holds an unfinished sampling with other settings ({diff}); rerun with "
+                              f"the same settings to finish it, or delete {folder}")
+    elif distributed.is_main():
+        folder.mkdir()
+        ckpt.atomic_write(manifest, lambda f: f.write(json.dumps(_fingerprint(run, n, labels, chunk)).encode()))
+    distributed.barrier()
+
+    def part_path(start: int) -> Path:
+        return folder / f"{start:09d}-{min(n, start + chunk):09d}.npz"
+
+    starts = list(range(0, n, chunk))
+    todo = [a for a in starts if not part_path(a).is_file()]
+    done_before = sum(min(n, a + chunk) - a for a in starts if a not in todo)
+    if done_before and distributed.is_main():
+        print(f"resuming: {done_before} of {n} samples are already in {folder}")
+    mine = todo[distributed.rank()::distributed.world_size()]
+    for a in tqdm(mine, desc="sampling", unit="batch", disable=not progress or len(mine) < 2 or not distributed.is_main()):
+        b = min(n, a + chunk)
+        x = sample_from_config(run.cfg, run.model, run.schedule, run.item_shape, n, run.device, labels=labels,
+                               guidance=run.cfg.sample.guidance, part=slice(a, b))
+        save_npz(part_path(a), x, None if labels is None else labels[a:b], run.is_image)
+    distributed.barrier()
+    return torch.cat([_read_part(part_path(a), run.is_image) for a in starts]), done_before
+
+
+def _read_part(path: Path, is_image: bool) -> torch.Tensor:
+    try:
+        with np.load(path) as z:
+            arr = z["images" if is_image else "points"]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise RunError(f"{path} is damaged ({exc}); delete it and rerun to sample that batch again") from None
+    if is_image:  # uint8 (N, H, W, C) back to [-1, 1] (N, C, H, W): exact for the next to_uint8
+        return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return torch.from_numpy(arr)
+
+
 def write_samples(run: LoadedRun, samples: torch.Tensor, out: Path, labels: torch.Tensor | None = None) -> list[Path]:
     """A PNG (grid with one row per class when conditional, or a scatter for 2D data) plus an .npz beside it.
 
+    The grid draws at most GRID_MOST images, evenly spread over the set; the .npz holds all of them.
     Only rank 0 writes (other torchrun processes return []).
     """
     from .viz import save_grid, save_scatter
@@ -154,7 +239,11 @@ def write_samples(run: LoadedRun, samples: torch.Tensor, out: Path, labels: torc
     if not distributed.is_main():
         return []
     if run.is_image:
-        save_grid(samples, out, nrow=_nrow(labels, len(samples)))
+        shown, shown_labels = samples, labels
+        if len(samples) > GRID_MOST:
+            pick = torch.linspace(0, len(samples) - 1, GRID_MOST).round().long()
+            shown, shown_labels = samples[pick], None if labels is None else labels[pick]
+        save_grid(shown, out, nrow=_nrow(shown_labels, len(shown)))
     else:
         save_scatter(samples, out, reference=_reference_points(run), labels=labels)
     npz = out.with_suffix(".npz")

@@ -66,6 +66,13 @@ def lr_at(cfg: Config, step: int) -> float:
 
 
 @torch.no_grad()
+def make_optimizer(model: torch.nn.Module, tc, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW with the fused kernel where torch has one: one pass over all parameters, 2.6x faster than the
+    per-tensor loop on CPU (benchmarks/RESULTS.md)."""
+    return torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
+                             fused=True if device.type in ("cpu", "cuda") else None)
+
+
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     """ema <- decay * ema + (1 - decay) * model, for parameters; buffers (BatchNorm) are copied."""
     ema_p, model_p = list(ema.parameters()), list(model.parameters())
@@ -150,7 +157,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, progress: 
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     net = distributed.wrap(model)  # what the loss calls: DDP(model) under torchrun, which averages gradients
     schedule = schedule_from_config(cfg.diffusion)
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    opt = make_optimizer(model, tc, device)
 
     # All randomness flows from two explicit generators whose states are checkpointed.
     index_gen = torch.Generator().manual_seed(tc.seed)
