@@ -203,7 +203,7 @@ def test_sampling_in_parts_keeps_finished_batches_after_a_crash_and_resumes_exac
 def test_sample_cli_resumes_after_sigkill_and_refuses_other_settings(image_run, tmp_path):
     out = tmp_path / "big.png"
     parts = tmp_path / "big.parts"
-    proc = subprocess.Popen(_sample_cmd(image_run, out, 1000, 2), env=_env(), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(_sample_cmd(image_run, out, 300, 2), env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while len(list(parts.glob("*.npz"))) < 3 and time.time() < deadline:
@@ -214,22 +214,22 @@ def test_sample_cli_resumes_after_sigkill_and_refuses_other_settings(image_run, 
     written = len(list(parts.glob("*.npz")))
     assert written >= 3
     # other settings: refused with the reason, the finished parts untouched
-    other = subprocess.run(_sample_cmd(image_run, out, 1000, 2, "--seed", "5"), env=_env(), capture_output=True,
+    other = subprocess.run(_sample_cmd(image_run, out, 300, 2, "--seed", "5"), env=_env(), capture_output=True,
                            text=True, timeout=120)
     assert other.returncode == 2 and "seed: 0 -> 5" in other.stderr and "Traceback" not in other.stderr
     assert len(list(parts.glob("*.npz"))) == written
     # the same command (a smaller batch size does not matter) finishes only the rest, then tidies up
-    done = subprocess.run(_sample_cmd(image_run, out, 1000, 50), env=_env(), capture_output=True, text=True,
+    done = subprocess.run(_sample_cmd(image_run, out, 300, 50), env=_env(), capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr
-    assert f"resuming: {2 * written} of 1000 samples" in done.stdout
+    assert f"resuming: {2 * written} of 300 samples" in done.stdout
     assert not parts.exists()
     images = np.load(out.with_suffix(".npz"))["images"]
     from ddpmlab import sample as S
     from ddpmlab.viz import to_uint8
 
     run = S.with_sample_settings(load_run(image_run), steps=4, batch_size=2, precision="fp32")
-    assert images.shape[0] == 1000 and np.array_equal(images[:10], to_uint8(S.sample(run, 10)))
+    assert images.shape[0] == 300 and np.array_equal(images[:10], to_uint8(S.sample(run, 10)))
 
 
 def test_grid_of_a_large_set_shows_at_most_1024_and_the_npz_keeps_all(image_run, tmp_path):

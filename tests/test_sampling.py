@@ -64,3 +64,22 @@ def test_callback_sees_every_step_and_ends_at_the_result():
                    callback=lambda i, t, x, x0: seen.append((t, x.clone())))
     assert [t for t, _ in seen][-1] == 0 and len(seen) == 10
     assert torch.equal(seen[-1][1], out)
+
+
+def test_auto_precision_samples_v_networks_in_bf16_and_eps_networks_in_fp32(monkeypatch):
+    from ddpmlab import runtime
+    from ddpmlab.config import build_config
+    from ddpmlab.samplers.run import _sample_in_bf16
+
+    monkeypatch.setattr(runtime, "cpu_has_fast_bf16", lambda: True)
+    cpu = torch.device("cpu")
+    v = build_config("mnist")  # v-prediction
+    eps = build_config("mnist", None, ["diffusion.prediction='eps'"])
+    assert _sample_in_bf16(v, (1, 28, 28), cpu)
+    assert not _sample_in_bf16(eps, (1, 28, 28), cpu)  # eps -> x0 divides by alpha_t: bf16 noise blows up
+    assert _sample_in_bf16(build_config("mnist", None, ["diffusion.prediction='eps'", "sample.precision='bf16'"]),
+                           (1, 28, 28), cpu)
+    assert not _sample_in_bf16(build_config("mnist", None, ["sample.precision='fp32'"]), (1, 28, 28), cpu)
+    assert not _sample_in_bf16(v, (2,), cpu)  # 2D data: always fp32
+    monkeypatch.setattr(runtime, "cpu_has_fast_bf16", lambda: False)
+    assert not _sample_in_bf16(v, (1, 28, 28), cpu)
