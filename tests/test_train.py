@@ -90,3 +90,17 @@ def test_memory_stays_flat_over_many_steps(tmp_path):
     import math
 
     assert math.isfinite(result.loss)
+
+
+def test_ema_update_records_no_autograd_graph():
+    """An EMA update under grad mode must not chain the EMA weights into the graph (a per-step memory leak)."""
+    import copy
+
+    import torch
+
+    from ddpmlab.train import ema_update
+
+    model = torch.nn.Linear(3, 2)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    ema_update(ema, model, 0.9)
+    assert all(not p.requires_grad and p.grad_fn is None for p in ema.parameters())
