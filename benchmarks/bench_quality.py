@@ -19,7 +19,8 @@ budget sets its learning-rate schedule, and the budget also stops it. Then 2,000
 (20 and 50 network evaluations; dpmpp-2m for ddpmlab, DPM-Solver++(2M) for c, DDIM for b): ddpmlab with its
 defaults (bf16 autocast for its v-prediction presets), the diffusers eps-prediction models in fp32 (sampling
 time is not part of the budget), scored by ddpmlab's Fashion-MNIST classifier
-features (FID/KID against the 10k test images). Results: JSON after every part, and a grid PNG per part.
+features (FID/KID against the 10k test images). ddpmlab's parts run with the allocator setting its training
+applies on the CPU, diffusers' with glibc's defaults. Results: JSON after every part, and a grid PNG per part.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, machine  # noqa: E402
+from common import RESULTS, allocator, machine  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------------- ddpmlab parts
@@ -227,6 +228,7 @@ def main() -> None:
     for part in parts:
         print(f"\n=== part {part}: training for {args.minutes:g} minutes ===", flush=True)
         entry: dict = {"command": " ".join(["python", *sys.argv])}
+        allocator(part in ("a", "cond"))  # ddpmlab's setting for its parts, glibc's defaults for diffusers'
         if part in ("a", "cond"):
             run_dir = Path(args.workdir) / ("fashion-mnist" if part == "a" else "fashion-mnist-cond")
             entry["train"] = train_ddpmlab("fashion-mnist" if part == "a" else "fashion-mnist-cond",

@@ -14,6 +14,8 @@ DPMSolverMultistepScheduler, linear 1000-step schedule.
 With --guidance W (classifier-free guidance, class-conditional networks with 10 classes + null):
   diffusers               the loop diffusers' guided pipelines use: cond and uncond in one batched forward
   ddpmlab                 sample_from_config(guidance=W): also one batched forward (guidance.guided)
+ddpmlab runs with the allocator setting its sampling applies on the CPU (runtime.keep_freed_memory), diffusers with
+glibc's defaults; "diffusers bf16, keep-freed allocator" rows show what that setting alone gives diffusers.
 Variants run interleaved in one process; each number is the median over --repeats rounds.
 Writes results/bench_sample.json.
 """
@@ -29,7 +31,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, SIZE, ddpmlab_unet, diffusers_unet, machine, median, median_seconds  # noqa: E402
+from common import RESULTS, SIZE, allocator, ddpmlab_unet, diffusers_unet, machine, median, median_seconds  # noqa: E402
 
 K = 10  # classes of the conditional networks
 
@@ -106,24 +108,29 @@ def main() -> None:
     ap.add_argument("--out", default=str(RESULTS / "bench_sample.json"))
     args = ap.parse_args()
     b, k, w = args.batch, args.nfe, args.guidance
+    keep = "diffusers bf16, keep-freed allocator"  # not a target: what the allocator setting alone makes
+    # name: (ddpmlab's allocator setting?, run); diffusers runs with glibc's defaults, as its users run it
     variants = {
-        "diffusers fp32": diffusers_plain(b, k, False),
-        "diffusers bf16": diffusers_plain(b, k, True),
-        "ddpmlab": ddpmlab_run(b, k, "auto"),
-        "ddpmlab fp32": ddpmlab_run(b, k, "fp32"),
+        "diffusers fp32": (False, diffusers_plain(b, k, False)),
+        "diffusers bf16": (False, diffusers_plain(b, k, True)),
+        "ddpmlab": (True, ddpmlab_run(b, k, "auto")),
+        "ddpmlab fp32": (True, ddpmlab_run(b, k, "fp32")),
+        keep: (True, diffusers_plain(b, k, True)),
     }
     if w:
         variants.update({
-            "diffusers fp32 + guidance": diffusers_guided(b, k, False, w),
-            "diffusers bf16 + guidance": diffusers_guided(b, k, True, w),
-            "ddpmlab + guidance": ddpmlab_run(b, k, "auto", w),
+            "diffusers fp32 + guidance": (False, diffusers_guided(b, k, False, w)),
+            "diffusers bf16 + guidance": (False, diffusers_guided(b, k, True, w)),
+            "ddpmlab + guidance": (True, ddpmlab_run(b, k, "auto", w)),
+            keep + " + guidance": (True, diffusers_guided(b, k, True, w)),
         })
     with torch.no_grad():  # warm-up at a small batch: oneDNN kernel selection, first-call overheads
         for f in [diffusers_plain(8, 2, False), diffusers_plain(8, 2, True), ddpmlab_run(8, 2, "auto")]:
             f()
     times: dict[str, list[float]] = {name: [] for name in variants}
     for r in range(args.repeats):
-        for name, run in variants.items():
+        for name, (keep_freed, run) in variants.items():
+            allocator(keep_freed)
             times[name] += median_seconds(run, 1)
         print(f"round {r + 1}/{args.repeats}: " + ", ".join(f"{n} {b / times[n][-1]:.1f}" for n in times), flush=True)
     rows = {name: {"images_per_s": b / median(ts), "seconds_median": median(ts), "seconds_all": ts}
@@ -134,12 +141,14 @@ def main() -> None:
 
     ratios = {"ddpmlab / diffusers fp32": ratio("ddpmlab", "diffusers fp32"),
               "ddpmlab / diffusers bf16": ratio("ddpmlab", "diffusers bf16"),
-              "ddpmlab fp32 / diffusers fp32": ratio("ddpmlab fp32", "diffusers fp32")}
+              "ddpmlab fp32 / diffusers fp32": ratio("ddpmlab fp32", "diffusers fp32"),
+              f"ddpmlab / {keep}": ratio("ddpmlab", keep)}
     if w:
         ratios.update({"ddpmlab + guidance / diffusers fp32 + guidance":
                        ratio("ddpmlab + guidance", "diffusers fp32 + guidance"),
                        "ddpmlab + guidance / diffusers bf16 + guidance":
-                       ratio("ddpmlab + guidance", "diffusers bf16 + guidance")})
+                       ratio("ddpmlab + guidance", "diffusers bf16 + guidance"),
+                       f"ddpmlab + guidance / {keep} + guidance": ratio("ddpmlab + guidance", keep + " + guidance")})
     print(f"\n{k} NFE, batch {b}, {SIZE}x{SIZE}, {machine()['cpu']}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}")
     print("| variant | images/s | seconds per batch |\n|---|---|---|")

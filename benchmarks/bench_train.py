@@ -8,7 +8,10 @@ each library's users run:
   diffusers  DDPMScheduler.add_noise, eps MSE, AdamW (default options), EMAModel.step; fp32, or bf16 autocast
   ddpmlab    its training step: t ~ U{1..T}, training_loss, gradient clipping, AdamW as train.py builds it
              (fused), the foreach EMA update; fp32, or bf16 autocast (its default on CPUs with native bf16)
-The four variants run interleaved (A B C D, A B C D, ...) in one process; each number is the median over
+Each ddpmlab variant runs with the allocator setting its training applies on the CPU
+(runtime.keep_freed_memory), each diffusers variant with glibc's defaults; a fifth variant, diffusers bf16 with
+ddpmlab's allocator setting, shows how much of the difference that setting alone makes.
+The variants run interleaved (A B C D E, A B C D E, ...) in one process; each number is the median over
 --repeats rounds of --steps steps. FLOPs per image (forward + backward) come from torch.utils.flop_counter;
 the CPU's peaks are measured in the same run (benchmarks/common.py). Writes results/bench_train.json.
 """
@@ -25,7 +28,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import (RESULTS, SIZE, ddpmlab_unet, diffusers_unet, machine, median, median_seconds,  # noqa: E402
+from common import (RESULTS, SIZE, allocator, ddpmlab_unet, diffusers_unet, machine, median, median_seconds,  # noqa: E402
                     parameters, peaks)
 
 
@@ -104,43 +107,49 @@ def main() -> None:
     ap.add_argument("--out", default=str(RESULTS / "bench_train.json"))
     args = ap.parse_args()
 
+    # name: (library, precision, ddpmlab's allocator setting?, model, step)
     variants = {
-        "diffusers fp32": diffusers_step(args.batch, False),
-        "diffusers bf16": diffusers_step(args.batch, True),
-        "ddpmlab fp32": ddpmlab_step(args.batch, False),
-        "ddpmlab bf16": ddpmlab_step(args.batch, True),
+        "diffusers fp32": ("diffusers", "fp32", False, *diffusers_step(args.batch, False)),
+        "diffusers bf16": ("diffusers", "bf16", False, *diffusers_step(args.batch, True)),
+        "ddpmlab fp32": ("ddpmlab", "fp32", True, *ddpmlab_step(args.batch, False)),
+        "ddpmlab bf16": ("ddpmlab", "bf16", True, *ddpmlab_step(args.batch, True)),
+        # not a target: how much of the difference the allocator setting alone makes
+        "diffusers bf16, keep-freed allocator": ("diffusers", "bf16", True, *diffusers_step(args.batch, True)),
     }
-    params = {name: parameters(m) for name, (m, _) in variants.items()}
+    params = {name: parameters(v[3]) for name, v in variants.items()}
     flops = {
         "ddpmlab": flops_per_image(ddpmlab_unet(), args.batch, lambda m, x, t: m(x, t)),
         "diffusers": flops_per_image(diffusers_unet(), args.batch, lambda m, x, t: m(x, t).sample),
     }
-    for _, step in variants.values():  # warm-up: oneDNN picks and caches its kernels
+    for _, _, keep, _, step in variants.values():  # warm-up: oneDNN picks and caches its kernels
+        allocator(keep)
         step()
         step()
     times: dict[str, list[float]] = {name: [] for name in variants}
     for r in range(args.repeats):
-        for name, (_, step) in variants.items():
+        for name, (_, _, keep, _, step) in variants.items():
+            allocator(keep)
             s = median_seconds(step, args.steps)
             times[name].append(median(s))
         print(f"round {r + 1}/{args.repeats}: " + ", ".join(f"{n} {args.batch / times[n][-1]:.1f}" for n in times),
               flush=True)
+    allocator(True)
     peak = peaks()
 
     rows = {}
     for name, ts in times.items():
-        lib, prec = name.split()
+        lib, prec = variants[name][:2]
         ips = args.batch / median(ts)
         achieved = ips * flops[lib] / 1e9
         rows[name] = {"images_per_s": ips, "step_s_median": median(ts), "step_s_all": ts,
                       "parameters": params[name], "gflop_per_image": flops[lib] / 1e9, "achieved_gflops": achieved,
                       "of_conv_peak_same_precision": achieved / peak[f"conv3x3_{prec}_gflops"],
                       "of_bf16_conv_peak": achieved / peak["conv3x3_bf16_gflops"]}
-    ratios = {
-        "ddpmlab bf16 / diffusers fp32": rows["ddpmlab bf16"]["images_per_s"] / rows["diffusers fp32"]["images_per_s"],
-        "ddpmlab bf16 / diffusers bf16": rows["ddpmlab bf16"]["images_per_s"] / rows["diffusers bf16"]["images_per_s"],
-        "ddpmlab fp32 / diffusers fp32": rows["ddpmlab fp32"]["images_per_s"] / rows["diffusers fp32"]["images_per_s"],
-    }
+    pairs = [("ddpmlab bf16", "diffusers fp32"), ("ddpmlab bf16", "diffusers bf16"), ("ddpmlab fp32", "diffusers fp32"),
+             ("ddpmlab bf16", "diffusers bf16, keep-freed allocator")]
+    ratios = {f"{a} / {b}": rows[a]["images_per_s"] / rows[b]["images_per_s"] for a, b in pairs}
+    # the same ratios round by round (each round's A and B ran back to back): their spread shows the noise
+    per_round = {f"{a} / {b}": [tb / ta for ta, tb in zip(times[a], times[b])] for a, b in pairs}
     print(f"\nbatch {args.batch}, {SIZE}x{SIZE}, {machine()['cpu']}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}")
     print("| variant | params | img/s | GFLOP/img | GFLOP/s | % conv peak (same prec.) | % bf16 conv peak |")
@@ -151,12 +160,13 @@ def main() -> None:
               f"{100 * r['of_bf16_conv_peak']:.0f}% |")
     print("peaks (GFLOP/s): " + ", ".join(f"{k} {v:.0f}" for k, v in peak.items()))
     for k, v in ratios.items():
-        print(f"{k}: {v:.2f}x")
+        print(f"{k}: {v:.2f}x (rounds: {min(per_round[k]):.2f}-{max(per_round[k]):.2f}x, "
+              f"median {median(per_round[k]):.2f}x)")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({**machine(), "batch": args.batch, "repeats": args.repeats, "steps": args.steps,
                                "command": " ".join(["python", *sys.argv]), "peaks_gflops": peak, "variants": rows,
-                               "ratios": ratios}, indent=2) + "\n")
+                               "ratios": ratios, "ratios_per_round": per_round}, indent=2) + "\n")
     print(f"wrote {out}")
 
 

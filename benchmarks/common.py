@@ -88,3 +88,17 @@ def peaks(repeats: int = 5) -> dict[str, float]:
         s = median(median_seconds(lambda: a @ bm, repeats))
         out[f"matmul_{name}_gflops"] = 2 * 2048 ** 3 / s / 1e9
     return out
+
+
+# glibc's own steady state: mmap allowed (65,536 maps), its dynamic mmap and trim thresholds risen with the
+# largest freed block to their limits of 32 MiB and 64 MiB (set here from the start, which if anything spares
+# the side that runs with it some page faults).
+MALLOC_GLIBC = ((-4, 65536), (-3, 32 << 20), (-1, 64 << 20), (-2, 128 << 10))
+
+
+def allocator(keep_freed: bool) -> None:
+    """Before each side's turn: ddpmlab's allocator setting (runtime.keep_freed_memory, which its training and
+    sampling apply on the CPU) or glibc's defaults, under which diffusers runs as its users run it."""
+    from ddpmlab.runtime import MALLOC_KEEP, mallopt
+
+    mallopt(MALLOC_KEEP if keep_freed else MALLOC_GLIBC)

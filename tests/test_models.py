@@ -69,3 +69,29 @@ def test_simpleunet_preset_size_matches_tutorial():
     cfg = load_preset("tutorial-simpleunet")
     n = count_parameters(build_model(cfg, (1, 32, 32)))
     assert 60e6 < n < 64e6  # the tutorial's 64..1024-channel SimpleUnet has about 62M parameters
+
+
+def test_sampling_shortcuts_give_the_training_paths_output(monkeypatch):
+    """Without autograd on the CPU, attention runs in chunks and upsampling by repeat_interleave (both faster
+    there); in bf16 the network must give what the autograd paths give."""
+    from ddpmlab.models import layers
+
+    monkeypatch.setattr(layers, "SCORES_PER_CHUNK", 64)  # chunk even this small network's attention
+    net = UNet(UNetConfig(image_size=16, channels=16, channel_mults=(1, 2), attention_resolutions=(8,), heads=2))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x, t = torch.randn(6, 1, 16, 16), torch.arange(6) * 100 + 1
+    calls = []
+    monkeypatch.setattr(layers, "matmul_attention", lambda *a, f=layers.matmul_attention: calls.append(1) or f(*a))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with_grad = net(x, t).float()
+        attention_calls = len(calls)
+        with torch.no_grad():
+            without = net(x, t).float()
+    assert len(calls) - attention_calls > attention_calls  # the no-grad pass split attention into chunks
+    torch.testing.assert_close(without, with_grad.detach(), rtol=0.02, atol=0.02)
+    up = layers.Upsample(4)
+    z = torch.randn(2, 4, 5, 7)
+    with torch.no_grad():
+        assert torch.equal(up(z), up.conv(torch.nn.functional.interpolate(z, scale_factor=2.0, mode="nearest")))

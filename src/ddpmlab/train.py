@@ -31,7 +31,7 @@ from .diffusion import sample_t, training_loss
 from .errors import ConfigError, RunError
 from .guidance import drop_labels
 from .models import build_model, count_parameters
-from .runtime import autocast, use_bf16
+from .runtime import autocast, keep_freed_memory, use_bf16
 from .samplers.run import sample_from_config
 from .schedules import Schedule, schedule_from_config
 
@@ -140,6 +140,8 @@ def _train(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, progress: 
         progress, log = False, lambda _: None
     device = distributed.device_for(tc.device)  # cuda:LOCAL_RANK under torchrun
     bf16 = use_bf16(tc.precision, device)
+    if device.type == "cpu":
+        keep_freed_memory()
     micro = distributed.local_batch(tc.batch_size, tc.grad_accum)  # rows per forward pass in this process
 
     # Data as one in-memory tensor on the device; batches are index lookups. Rank 0 loads first, so that a

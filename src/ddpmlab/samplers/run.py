@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from .. import distributed
 from ..diffusion import Denoiser, make_denoiser
 from ..guidance import guided
-from ..runtime import autocast, use_bf16
+from ..runtime import autocast, keep_freed_memory, use_bf16
 from ..schedules import Schedule, Spacing, spaced_timesteps
 from .common import Callback
 
@@ -56,6 +56,8 @@ def generate(
     """
     if timesteps is None:
         timesteps = spaced_timesteps(schedule, steps or schedule.T, spacing)
+    if torch.device(device).type == "cpu":
+        keep_freed_memory()
     first, last = (0, n) if part is None else (part.start, part.stop)
     out = [torch.empty((0, *item_shape))]
     starts = range(first, last, batch_size)
