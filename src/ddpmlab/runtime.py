@@ -84,9 +84,9 @@ def keep_freed_memory() -> bool:
 
     A training step or a batch of sampling allocates and frees the same large activation tensors again and
     again. Under glibc's defaults, blocks over 32 MiB are mapped fresh for every allocation, and the heap's free
-    top goes back to the OS, so the kernel must fault in and zero the same memory again at the next step: up to
-    360,000 page faults per forward pass of a 2.7M-parameter U-Net at batch 512, a quarter of its time on a
-    2-core CPU (benchmarks/RESULTS.md, levers). Here every block comes from the heap and the heap keeps its free
+    top goes back to the OS, so the kernel must fault in and zero the same memory again at the next step:
+    100,000-270,000 page faults per forward pass of a 2.7M-parameter U-Net at batch 256, a sixth to a third of
+    its time on a 2-core CPU (benchmarks/RESULTS.md, levers). Here every block comes from the heap and the heap keeps its free
     memory, so the process's resident memory stays at its peak instead of shrinking between steps. Called by
     training and sampling on the CPU; does nothing with other C libraries or when DDPMLAB_MALLOC_TUNING=0. True
     when the settings took effect.
