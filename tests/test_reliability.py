@@ -58,8 +58,9 @@ def _env():
 
 
 def _train_cmd(run, steps=100000, every=1):
-    return [sys.executable, "-m", "ddpmlab", "train", "--preset", "moons", "--out", str(run), "--quiet",
-            "--steps", str(steps), "--set", f"train.ckpt_every={every}", "--set", f"train.log_every={every}",
+    # gmm8 points need no scikit-learn import: each of the many processes here starts 1.6 s sooner
+    return [sys.executable, "-m", "ddpmlab", "train", "--preset", "moons", "--data", "gmm8", "--out", str(run),
+            "--quiet", "--steps", str(steps), "--set", f"train.ckpt_every={every}", "--set", f"train.log_every={every}",
             "--set", "train.batch_size=32", "--set", "train.keep=2"]
 
 
