@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import (RESULTS, SIZE, allocator, ddpmlab_unet, diffusers_unet, machine, median, median_seconds,  # noqa: E402
-                    parameters, peaks)
+from common import (RESULTS, SIZE, allocator, ddpmlab_unet, diffusers_unet, machine, median,  # noqa: E402
+                    median_seconds, parameters, peaks)
 
 
 def ddpmlab_step(batch: int, bf16: bool):

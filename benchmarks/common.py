@@ -90,15 +90,13 @@ def peaks(repeats: int = 5) -> dict[str, float]:
     return out
 
 
-# glibc's own steady state: mmap allowed (65,536 maps), its dynamic mmap and trim thresholds risen with the
-# largest freed block to their limits of 32 MiB and 64 MiB (set here from the start, which if anything spares
-# the side that runs with it some page faults).
-MALLOC_GLIBC = ((-4, 65536), (-3, 32 << 20), (-1, 64 << 20), (-2, 128 << 10))
-
-
 def allocator(keep_freed: bool) -> None:
     """Before each side's turn: ddpmlab's allocator setting (runtime.keep_freed_memory, which its training and
     sampling apply on the CPU) or glibc's defaults, under which diffusers runs as its users run it."""
-    from ddpmlab.runtime import MALLOC_KEEP, mallopt
+    from ddpmlab.runtime import M_MMAP_MAX, M_MMAP_THRESHOLD, M_TOP_PAD, M_TRIM_THRESHOLD, MALLOC_KEEP, mallopt
 
-    mallopt(MALLOC_KEEP if keep_freed else MALLOC_GLIBC)
+    # glibc's own steady state: mmap allowed (65,536 maps), its dynamic mmap and trim thresholds risen with the
+    # largest freed block to their limits of 32 MiB and 64 MiB (set here from the start, which if anything spares
+    # the side that runs with it some page faults).
+    glibc = ((M_MMAP_MAX, 65536), (M_MMAP_THRESHOLD, 32 << 20), (M_TRIM_THRESHOLD, 64 << 20), (M_TOP_PAD, 128 << 10))
+    mallopt(MALLOC_KEEP if keep_freed else glibc)

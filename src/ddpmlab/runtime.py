@@ -62,8 +62,8 @@ def autocast(enabled: bool, device: torch.device):
 
 
 # glibc mallopt parameters (malloc.h) and the values keep_freed_memory sets
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
-MALLOC_KEEP = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_TOP_PAD, 64 << 20))
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -2, -3, -4
+MALLOC_KEEP = ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**31 - 1), (M_TOP_PAD, 64 << 20))
 
 
 def mallopt(settings: tuple[tuple[int, int], ...]) -> bool:
@@ -86,10 +86,10 @@ def keep_freed_memory() -> bool:
     again. Under glibc's defaults, blocks over 32 MiB are mapped fresh for every allocation, and the heap's free
     top goes back to the OS, so the kernel must fault in and zero the same memory again at the next step:
     100,000-270,000 page faults per forward pass of a 2.7M-parameter U-Net at batch 256, a sixth to a third of
-    its time on a 2-core CPU (benchmarks/RESULTS.md, levers). Here every block comes from the heap and the heap keeps its free
-    memory, so the process's resident memory stays at its peak instead of shrinking between steps. Called by
-    training and sampling on the CPU; does nothing with other C libraries or when DDPMLAB_MALLOC_TUNING=0. True
-    when the settings took effect.
+    its time on a 2-core CPU (benchmarks/RESULTS.md, levers). Here every block comes from the heap and the heap
+    keeps its free memory, so the process's resident memory stays at its peak instead of shrinking between steps.
+    Called by training and sampling on the CPU; does nothing with other C libraries or when
+    DDPMLAB_MALLOC_TUNING=0. True when the settings took effect.
     """
     if os.environ.get("DDPMLAB_MALLOC_TUNING", "1") == "0":
         return False
