@@ -217,6 +217,13 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"sample.steps ({cfg.sample.steps}) cannot exceed diffusion.T ({cfg.diffusion.T})")
     if not 0 < cfg.diffusion.a < 1:
         raise ConfigError(f"diffusion.a must lie in (0, 1); got {cfg.diffusion.a}")
+    d = cfg.diffusion
+    if d.schedule == "linear":
+        from .schedules import linear_endpoint_problem, linear_endpoints  # noqa: PLC0415 (torch loads lazily there)
+
+        problem = linear_endpoint_problem(d.T, *linear_endpoints(d.T, d.beta_start or None, d.beta_end or None))
+        if problem:
+            raise ConfigError(problem)
     return cfg
 
 

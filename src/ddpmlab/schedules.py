@@ -81,11 +81,42 @@ def linear(T: int, beta_start: float | None = None, beta_end: float | None = Non
     Without explicit endpoints they are rescaled by 1000 / T (Nichol & Dhariwal 2021),
     so any T ends near pure noise.
     """
-    scale = 1000.0 / T
-    start = beta_start if beta_start is not None else 1e-4 * scale
-    end = beta_end if beta_end is not None else 0.02 * scale
+    start, end = linear_endpoints(T, beta_start, beta_end)
+    if not 0.0 < start <= end < 1.0:
+        raise ValueError(linear_endpoint_problem(T, start, end))
     betas = torch.linspace(start, end, T, dtype=torch.float64)
     return Schedule("linear", torch.cat([torch.zeros(1, dtype=torch.float64), betas]))
+
+
+def linear_endpoints(T: int, beta_start: float | None = None, beta_end: float | None = None) -> tuple[float, float]:
+    """(beta_1, beta_T) of the linear schedule: the given endpoints, else 1e-4 and 0.02 rescaled by 1000 / T."""
+    scale = 1000.0 / T
+    return (beta_start if beta_start is not None else 1e-4 * scale,
+            beta_end if beta_end is not None else 0.02 * scale)
+
+
+def linear_endpoint_problem(T: int, start: float, end: float) -> str:
+    """The one-line reason why linear betas from `start` to `end` are no variance schedule ('' if they are one)."""
+    if 0.0 < start <= end < 1.0:
+        return ""
+    if end >= 1.0:
+        how = "diffusion.beta_end" if end != 0.02 * 1000.0 / T else f"0.02 x 1000 / T at T={T}"
+        return (f"linear schedule: beta_T = {end:.3g} ({how}) must be below 1, or alpha_bar_T is not in (0, 1); "
+                f"use diffusion.T >= 21, set diffusion.beta_end below 1, or use diffusion.schedule=cosine")
+    return (f"linear schedule needs 0 < beta_start <= beta_end < 1; got beta_start={start:.3g}, "
+            f"beta_end={end:.3g}; fix diffusion.beta_start / diffusion.beta_end")
+
+
+def check_schedule(schedule: Schedule) -> Schedule:
+    """Refuse a schedule whose alpha_bar_T is not in (0, 1) or whose log-SNR is not finite and decreasing for t >= 1."""
+    ab_T = float(schedule.alpha_bar[-1])
+    lam = schedule.log_snr[1:]
+    if not 0.0 < ab_T < 1.0 or not bool(torch.isfinite(lam).all()) or not bool((lam[1:] < lam[:-1]).all()):
+        raise ValueError(
+            f"{schedule.name} schedule at T={schedule.T} gives alpha_bar_T = {ab_T:.3g}; it must lie in (0, 1) with a "
+            f"finite log-SNR at every t (a geometric schedule with a large T underflows: raise diffusion.a or lower T)"
+        )
+    return schedule
 
 
 def cosine(T: int, s: float = 0.008) -> Schedule:
@@ -134,10 +165,10 @@ def make_schedule(
     if T < 1:
         raise ValueError(f"T must be a positive integer, got {T}")
     if name == "linear":
-        return linear(T, beta_start, beta_end)
+        return check_schedule(linear(T, beta_start, beta_end))
     if name == "geometric":
-        return geometric(T, a)
-    return SCHEDULES[name](T)
+        return check_schedule(geometric(T, a))
+    return check_schedule(SCHEDULES[name](T))
 
 
 def schedule_from_config(d) -> Schedule:
@@ -152,7 +183,10 @@ def spaced_timesteps(schedule: Schedule, steps: int, spacing: Spacing = "trailin
     """Decreasing integer timesteps in [1, T] for a sampler that takes `steps` network evaluations.
 
     leading / trailing / linspace follow Lin et al. 2024, Table 2 ("trailing" starts at t = T,
-    so the first step sees pure noise); quadratic is DDIM's Sec. D.2 choice; karras places the
+    so the first step sees pure noise); quadratic is DDIM's Sec. D.2 choice, t = 1 + (linspace(0,
+    sqrt(T - 1), S))^2 here, ending at T where the paper's code ends near 0.8 T (linspace(0, sqrt(0.8 T),
+    S)^2): alpha_bar at 0.8 T is 1.5e-3 under the linear schedule but 0.094 under cosine, so x_T ~ N(0, I)
+    would be started far from its noise level there; ending at T keeps every schedule exact. karras places the
     steps at the noise levels of Karras et al. 2022, eq. 5 (rho = 7), mapped to the nearest t.
     """
     T = schedule.T
