@@ -23,7 +23,8 @@ import torch
 from .errors import ConfigError
 
 ScheduleName = Literal["linear", "cosine", "sigmoid", "geometric"]
-Spacing = Literal["leading", "trailing", "linspace", "quadratic", "karras"]
+Spacing = Literal["leading", "trailing", "linspace", "quadratic", "karras", "logsnr"]
+SPACINGS: tuple[str, ...] = ("leading", "trailing", "linspace", "quadratic", "karras", "logsnr")
 # quadratic and karras may return fewer than `steps` timesteps: levels that round to the same t merge.
 
 BETA_MAX = 0.999  # Nichol & Dhariwal 2021, Sec. 3.2: clip beta to avoid a singularity at t = T
@@ -183,11 +184,12 @@ def spaced_timesteps(schedule: Schedule, steps: int, spacing: Spacing = "trailin
     """Decreasing integer timesteps in [1, T] for a sampler that takes `steps` network evaluations.
 
     leading / trailing / linspace follow Lin et al. 2024, Table 2 ("trailing" starts at t = T,
-    so the first step sees pure noise); quadratic is DDIM's Sec. D.2 choice, t = 1 + (linspace(0,
-    sqrt(T - 1), S))^2 here, ending at T where the paper's code ends near 0.8 T (linspace(0, sqrt(0.8 T),
+    so the first step sees pure noise); quadratic is DDIM's Sec. D.2 choice, t = round(linspace(1,
+    sqrt(T), S)^2) here, ending at T where the paper's code ends near 0.8 T (linspace(0, sqrt(0.8 T),
     S)^2): alpha_bar at 0.8 T is 1.5e-3 under the linear schedule but 0.094 under cosine, so x_T ~ N(0, I)
     would be started far from its noise level there; ending at T keeps every schedule exact. karras places the
-    steps at the noise levels of Karras et al. 2022, eq. 5 (rho = 7), mapped to the nearest t.
+    steps at the noise levels of Karras et al. 2022, eq. 5 (rho = 7), mapped to the nearest t;
+    logsnr spaces them uniformly in log-SNR (Lu et al. 2022, DPM-Solver, Sec. 3.3's recommended choice).
     """
     T = schedule.T
     if not 1 <= steps <= T:
@@ -202,8 +204,10 @@ def spaced_timesteps(schedule: Schedule, steps: int, spacing: Spacing = "trailin
         ts = torch.round(torch.linspace(1.0, math.sqrt(T), steps, dtype=torch.float64) ** 2)
     elif spacing == "karras":
         ts = _karras_timesteps(schedule, steps)
+    elif spacing == "logsnr":
+        ts = _logsnr_timesteps(schedule, steps)
     else:
-        raise ValueError(f"unknown spacing {spacing!r}; choose leading, trailing, linspace, quadratic, karras")
+        raise ValueError(f"unknown spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
     ts = torch.unique(ts.long().clamp(1, T))  # sorted ascending, duplicates (tiny T) removed
     return ts.flip(0)
 
@@ -218,16 +222,32 @@ def karras_sigmas(sigma_min: float, sigma_max: float, steps: int, rho: float = 7
 KARRAS_SIGMA_MAX = 80.0  # Karras et al. 2022, Table 1: larger noise levels add steps but no quality
 
 
+def _nearest_timesteps(schedule: Schedule, ve_sigmas: torch.Tensor) -> torch.Tensor:
+    """The t in [1, T] whose sigma_t / alpha_t is nearest (in log) to each target; the first is forced to T."""
+    ve_sigma = (schedule.sigma[1:] / schedule.alpha[1:]).clamp_min(1e-12)
+    idx = torch.argmin((ve_sigma.log()[None, :] - ve_sigmas.log()[:, None]).abs(), dim=1)
+    ts = (idx + 1).to(torch.float64)
+    ts[0] = schedule.T
+    return ts
+
+
+def _ve_sigma_range(schedule: Schedule) -> tuple[float, float]:
+    """(sigma at t = 1, min(sigma at T, 80)) of the variance-exploding sigma = sigma_t / alpha_t."""
+    ve_sigma = (schedule.sigma[1:] / schedule.alpha[1:]).clamp_min(1e-12)
+    return float(ve_sigma[0]), min(float(ve_sigma[-1]), KARRAS_SIGMA_MAX)
+
+
 def _karras_timesteps(schedule: Schedule, steps: int) -> torch.Tensor:
     """Nearest discrete t for each Karras noise level of the variance-exploding sigma = sigma_t / alpha_t.
 
     Levels run from sigma at t = 1 to min(sigma at T, 80); the first step is always t = T, where
     x_T ~ N(0, I) is exact (cosine schedules reach sigma ~ 1e4 there, which would waste steps).
     """
-    ve_sigma = (schedule.sigma[1:] / schedule.alpha[1:]).clamp_min(1e-12)
-    sigma_max = min(float(ve_sigma[-1]), KARRAS_SIGMA_MAX)
-    targets = karras_sigmas(float(ve_sigma[0]), sigma_max, steps)
-    idx = torch.argmin((ve_sigma.log()[None, :] - targets.log()[:, None]).abs(), dim=1)
-    ts = (idx + 1).to(torch.float64)
-    ts[0] = schedule.T
-    return ts
+    return _nearest_timesteps(schedule, karras_sigmas(*_ve_sigma_range(schedule), steps))
+
+
+def _logsnr_timesteps(schedule: Schedule, steps: int) -> torch.Tensor:
+    """Nearest discrete t for noise levels uniform in log-SNR = -2 log sigma, over the same range as karras."""
+    lo, hi = _ve_sigma_range(schedule)
+    return _nearest_timesteps(schedule, torch.exp(torch.linspace(math.log(hi), math.log(lo), steps,
+                                                                 dtype=torch.float64)))
