@@ -6,9 +6,10 @@ x / alpha, in log sigma, checked to 1e-6 by halving the step). Also reported: th
 (as a multiple of the real-vs-real floor) and the modes kept (components that receive at least half their weight).
 diffusers' schedulers run on the same oracle and schedule as the reference (when diffusers is installed).
 
-    python benchmarks/sampler_oracle.py [--n 1000] [--nfe 5,8,10,15,20,50] [--out benchmarks/results]
+    python benchmarks/sampler_oracle.py [--n 1000] [--nfe 5,8,10,15,20,50] [--schedule linear|cosine]
+                                        [--mixtures NAME,...] [--no-diffusers] [--out benchmarks/results]
 
-Writes sampler_oracle.json and sampler_oracle.md (the full table) into --out.
+Writes sampler_oracle.json into --out (after each mixture); benchmarks/sampler_table.py makes the tables.
 """
 
 from __future__ import annotations
@@ -156,7 +157,11 @@ def main() -> None:
     ap.add_argument("--nfe", default="5,8,10,15,20,50")
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--no-diffusers", action="store_true")
+    ap.add_argument("--schedule", default="linear", choices=["linear", "cosine"])
+    ap.add_argument("--mixtures", help="comma-separated subset of the mixture names (default: all)")
     args = ap.parse_args()
+    global SCHED
+    SCHED = make_schedule(args.schedule, 1000)
     torch.set_num_threads(1)
     keep_freed_memory()
     nfes = [int(v) for v in args.nfe.split(",")]
@@ -167,13 +172,18 @@ def main() -> None:
     except ImportError:
         with_diffusers = False
     results, t0 = [], time.perf_counter()
-    for name, mix in mixtures().items():
-        results.append(measure(name, mix, args.n, nfes, with_diffusers))
-        print(f"{name}: reference checked to {results[-1]['reference_check']:.1e} ({time.perf_counter() - t0:.0f} s)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sampler_oracle.json").write_text(json.dumps({"n": args.n, "nfe": nfes, "results": results}, indent=1))
-    print(f"wrote {out / 'sampler_oracle.json'}")
+    chosen = mixtures()
+    if args.mixtures:
+        chosen = {k: chosen[k] for k in args.mixtures.split(",")}
+    name_json = "sampler_oracle.json" if args.schedule == "linear" else f"sampler_oracle_{args.schedule}.json"
+    for name, mix in chosen.items():
+        results.append(measure(name, mix, args.n, nfes, with_diffusers))
+        print(f"{name}: reference checked to {results[-1]['reference_check']:.1e} ({time.perf_counter() - t0:.0f} s)")
+        (out / name_json).write_text(json.dumps({"n": args.n, "nfe": nfes, "schedule": args.schedule,
+                                                 "results": results}, indent=1))
+    print(f"wrote {out / name_json}")
 
 
 if __name__ == "__main__":

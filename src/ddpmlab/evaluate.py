@@ -113,7 +113,8 @@ def nfe_of(run: LoadedRun) -> int:
     from .schedules import spaced_timesteps
 
     s = run.cfg.sample
-    k = len(spaced_timesteps(run.schedule, s.steps, resolve_spacing(s.sampler, s.spacing)))
+    spacing = resolve_spacing(s.sampler, s.spacing, s.steps, run.schedule.T)
+    k = len(spaced_timesteps(run.schedule, s.steps, spacing))
     per = SECOND_ORDER.get(s.sampler, 1)
     return per * k - (per - 1)
 
@@ -274,7 +275,8 @@ def evaluate(run: LoadedRun, n: int = 2000, sampler: str | None = None, steps: i
     result: dict[str, Any] = {
         "run": str(run.path), "step": run.step, "dataset": run.cfg.data.name, "n": n,
         "kind": "image" if run.is_image else "2d",
-        "sampling": {"sampler": s.sampler, "steps": s.steps, "spacing": resolve_spacing(s.sampler, s.spacing),
+        "sampling": {"sampler": s.sampler, "steps": s.steps,
+                     "spacing": resolve_spacing(s.sampler, s.spacing, s.steps, run.schedule.T),
                      "nfe": nfe_of(run),
                      "guidance": s.guidance, "seed": s.seed, "seconds": round(sample_seconds, 2)},
         **scorer.info,

@@ -24,30 +24,57 @@ SAMPLERS: dict[str, Callable[..., object]] = {
     "heun": sample_heun,
 }
 
-# The timestep spacing each sampler runs with under sample.spacing = "auto". "trailing" starts at
-# t = T, so the first step sees pure noise, as x_T ~ N(0, I) assumes (Lin et al. 2024, Sec. 3.3 and
-# Table 2); the ancestral sampler re-injects noise every step and is at home there. "karras" places
-# the steps at the noise levels of Karras et al. 2022, eq. 5 (its first step is also t = T), which is
-# what Algorithms 1 and 2 were designed for, and it ends at t = 1: the deterministic ODE samplers'
-# last, first-order jump from t = T/steps to 0 under trailing spacing shrinks every mode (measured on
-# the Gaussian-mixture oracle: variance ratio 0.52 for dpmpp-2m at 20 steps, 0.84 for ddim at 50;
-# about 1.0 for all of them with karras spacing).
-DEFAULT_SPACING: dict[str, Spacing] = {
-    "ddpm": "trailing",
-    "ddim": "karras",
-    "dpmpp-2m": "karras",
-    "dpmpp-3m": "karras",
-    "euler": "karras",
-    "heun": "karras",
+# sample.spacing = "auto": the spacing each sampler runs with, by step count, as (up to this many steps, spacing),
+# the last entry for any count. Chosen from benchmarks/sampler_oracle.py (every sampler x spacing x NFE in
+# {5, 8, 10, 15, 20, 50} on six Gaussian mixtures, error against the exact probability-flow ODE; the README's
+# sampler table): at each NFE the spacing with the smallest worst-case error over the mixtures, among those
+# that start at t = T (x_T ~ N(0, I) holds there under every schedule). Few steps want levels evenly in t
+# (trailing; dpmpp-2m there is diffusers' default DPM-Solver++(2M), within 3%) or in log-SNR (logsnr); more
+# steps want them packed towards t = 1 (quadratic), where the ODE bends most. karras lost to both from 10 NFE.
+# DDPM's Gaussian reverse steps are exact only as the steps approach T: on the ring mixture (width 0.15) the
+# posterior variance shrinks each mode's variance to 0.70 of the truth at 20 trailing steps and 0.75 at 100,
+# logsnr spacing to 0.84 and 0.92 (beta variance inflates them to 1.29 and 1.13); at steps = T every spacing is
+# the full chain, and trailing is kept there so that no timestep is merged away.
+AUTO_SPACING: dict[str, tuple[tuple[int, Spacing], ...]] = {
+    "ddpm": ((999_999, "logsnr"),),
+    "ddim": ((10, "trailing"), (999_999, "quadratic")),
+    "dpmpp-2m": ((10, "trailing"), (15, "logsnr"), (999_999, "quadratic")),
+    "dpmpp-3m": ((8, "trailing"), (30, "logsnr"), (999_999, "quadratic")),
+    "euler": ((10, "trailing"), (999_999, "quadratic")),
+    "heun": ((7, "trailing"), (999_999, "quadratic")),
 }
+DEFAULT_SPACING: dict[str, Spacing] = {name: table[-1][1] for name, table in AUTO_SPACING.items()}  # many steps
+
+# Below these step counts a sampler drops modes of the oracle mixtures whatever the spacing: Heun keeps 4 of the 6
+# components of the narrow off-centre mixture at 4 steps (7 evaluations) and 5 of 6 at 5 steps (9), all of them
+# from 8 steps (15), the smallest measured count that keeps every mode; sampling warns with the reason.
+MIN_STEPS: dict[str, int] = {"heun": 8}
 
 
-def resolve_spacing(sampler: str, spacing: str) -> Spacing:
-    """sample.spacing, with "auto" replaced by the sampler's default."""
-    return DEFAULT_SPACING.get(sampler, "trailing") if spacing == "auto" else spacing  # type: ignore[return-value]
+def resolve_spacing(sampler: str, spacing: str, steps: int | None = None, T: int | None = None) -> Spacing:
+    """sample.spacing, with "auto" replaced by the sampler's choice for `steps` (many steps when not given)."""
+    if spacing != "auto":
+        return spacing  # type: ignore[return-value]
+    if steps is not None and T is not None and steps >= T:
+        return "trailing"  # the full chain: every t once
+    table = AUTO_SPACING.get(sampler, ((999_999, "trailing"),))
+    return next(sp for limit, sp in table if steps is None or steps <= limit)
+
+
+def steps_warning(sampler: str, steps: int) -> str:
+    """Why `steps` is below the sampler's working range, and what to use instead ('' when it is not)."""
+    need = MIN_STEPS.get(sampler, 0)
+    if steps >= need:
+        return ""
+    return (f"{sampler} at {steps} steps is below its working range: on the oracle mixtures it drops modes below "
+            f"{need} steps ({2 * need - 1} evaluations); use --steps {need} or more, or dpmpp-3m / dpmpp-2m with "
+            f"the same {2 * steps - 1} evaluations")
+
 
 __all__ = [
+    "AUTO_SPACING",
     "DEFAULT_SPACING",
+    "MIN_STEPS",
     "SAMPLERS",
     "Callback",
     "Generators",
@@ -61,6 +88,7 @@ __all__ = [
     "sample_dpmpp_3m",
     "sample_euler",
     "sample_heun",
+    "steps_warning",
 ]
 
 

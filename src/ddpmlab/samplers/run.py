@@ -7,6 +7,7 @@ generator (seed, i), the gathered result equals a single process's, whatever the
 from __future__ import annotations
 
 import inspect
+import warnings
 from typing import Any, Callable
 
 import torch
@@ -147,7 +148,7 @@ def sample_from_config(
     returns all n samples, in index order. With a callback (which sees the first batch whole) each process
     generates everything itself.
     """
-    from . import get_sampler, resolve_spacing
+    from . import get_sampler, resolve_spacing, steps_warning
 
     s = cfg.sample
     k = cfg.model.num_classes
@@ -156,10 +157,12 @@ def sample_from_config(
     if labels is not None:
         labels = labels.to(device)
     sampler = get_sampler(s.sampler)
+    if steps_warning(s.sampler, s.steps):
+        warnings.warn(steps_warning(s.sampler, s.steps), stacklevel=2)
     split = callback is None and part is None and distributed.world_size() > 1
     mine = distributed.shard(n) if split else part
     x = generate(denoiser_from_config(cfg, model, schedule, item_shape, labels, guidance), sampler, schedule,
-                 item_shape, n, steps=s.steps, spacing=resolve_spacing(s.sampler, s.spacing), seed=s.seed,
-                 batch_size=batch_size or s.batch_size, device=device, callback=callback, progress=progress,
+                 item_shape, n, steps=s.steps, spacing=resolve_spacing(s.sampler, s.spacing, s.steps, schedule.T),
+                 seed=s.seed, batch_size=batch_size or s.batch_size, device=device, callback=callback, progress=progress,
                  options=sampler_options(sampler, s), part=mine)
     return distributed.gather_shards(x, n) if split else x
