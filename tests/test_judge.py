@@ -177,7 +177,7 @@ def test_eval_of_an_mnist_run_reports_the_judge_beside_fid(tmp_path):
     j = r["judge"]
     assert j["n"] == 16 and j["recognizable"] + j["rejects"] == 16
     assert j["recognizable_share"] <= 0.25  # an untrained network draws noise, which the judge rejects
-    assert j["calibration"]["real_share"] >= 0.91
+    assert j["calibration"]["real_share"] >= 0.91 and len(j["judge_sha256"]) == 12
     assert any(line.startswith("recognizable share") for line in lines)
     saved = json.loads((tmp_path / "eval.json").read_text())
     assert saved["judge"]["counts"] == j["counts"]

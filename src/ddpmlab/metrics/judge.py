@@ -136,8 +136,8 @@ def heldout_digits() -> tuple[torch.Tensor, torch.Tensor]:
     from .features import mnist_5k_heldout
 
     d = load_dataset(DataConfig(name="mnist-5k"), "train")
-    mask = mnist_5k_heldout(d.y)
     assert d.y is not None
+    mask = mnist_5k_heldout(d.y)
     return d.x[mask], d.y[mask]
 
 
@@ -156,6 +156,7 @@ class Judge:
     net: nn.Module
     meta: dict[str, str] = field(default_factory=dict)
     threshold: float = THRESHOLD
+    digest: str = ""  # the first 12 hex digits of the weights file's sha256
     _calibration: dict[str, Any] | None = None
 
     def verdicts(self, x: torch.Tensor) -> torch.Tensor:
@@ -189,15 +190,18 @@ class Judge:
     def report(self, x: torch.Tensor) -> dict[str, Any]:
         """What eval.json holds: the samples' score, the calibration, the threshold and the judge's file."""
         return {**self.score(x), "threshold": self.threshold, "calibration": self.calibration(),
-                "judge": JUDGE_FILES[self.name], "judge_sha256": self.meta.get("sha256", "")}
+                "judge": JUDGE_FILES[self.name], "judge_sha256": self.digest}
 
 
 def judge_for(dataset: str, item_shape: tuple[int, ...]) -> Judge | None:
     """The shipped judge for a dataset of 1-channel images, or None where there is none."""
     if dataset not in DATASET_JUDGE or item_shape[0] != 1:
         return None
-    net, meta = load_judge(DATASET_JUDGE[dataset])
-    return Judge(DATASET_JUDGE[dataset], net, meta)
+    import hashlib
+
+    name = DATASET_JUDGE[dataset]
+    net, meta = load_judge(name)
+    return Judge(name, net, meta, digest=hashlib.sha256(judge_path(name).read_bytes()).hexdigest()[:12])
 
 
 def _pct(v: float) -> str:
