@@ -44,6 +44,7 @@ def framed(x: torch.Tensor, reject: torch.Tensor) -> torch.Tensor:
 
 
 def main() -> None:
+    """Judge the images, write the three grids and print the share, balance and first 100 verdicts."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("source", nargs="?", help="a run directory or an .npz of samples")
     ap.add_argument("--heldout", action="store_true", help="judge the 1,000 held-out real digits instead")

@@ -97,6 +97,7 @@ def floors(arms: dict[str, dict]) -> list[str]:
 
 
 def main() -> None:
+    """Parse the arms, train and score each in turn, print the table and write the JSON."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arm", nargs="+", action="append", required=True, metavar="NAME PRESET [SET ...]",
                     help="one recipe: a name, a preset and --set style overrides (repeat for each arm)")
