@@ -2,6 +2,7 @@
 
     python benchmarks/train_classifier.py --dataset mnist           # mnist-5k: 4000 train, 1000 held out
     python benchmarks/train_classifier.py --dataset fashion-mnist   # 60k train, 10k test (Debian IDX files)
+    python benchmarks/train_classifier.py --dataset mnist-judge     # the 11-class judge (metrics/judge.py)
 
 Writes src/ddpmlab/weights/{mnist,fashion_mnist}_cnn.safetensors (float32, ~1 MB) with metadata: dataset,
 split, test accuracy, the settings below, torch version. One thread, fixed seeds, explicit generators and
@@ -19,6 +20,7 @@ import os
 import struct
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch.nn import functional as F
@@ -27,6 +29,7 @@ from ddpmlab.checkpoint import atomic_write
 from ddpmlab.config import DataConfig
 from ddpmlab.data import load_dataset
 from ddpmlab.metrics.features import CLASSIFIER_FILES, SmallCNN, mnist_5k_heldout
+from ddpmlab.metrics.judge import JUDGE_FILES
 
 # mnist-5k is sorted by label (500 per digit), so "the last 1000 images" would be only 8s and 9s.
 MNIST_TEST = "mnist-5k, the last 100 images of each digit (1000)"
@@ -38,6 +41,11 @@ SETTINGS = {
     "fashion-mnist": {"source": "fashion-mnist", "train": "train (60000)", "test": "test (10000)", "epochs": 3,
                       "batch_size": 64, "lr": 2e-3, "weight_decay": 1e-4, "warmup_steps": 100, "shift": 0,
                       "seed": 0},
+    # the judge: the mnist split less a calibration split; each batch 64 augmented real digits and 32 negatives
+    "mnist-judge": {"source": "mnist-5k", "train": "mnist-5k minus test minus calibration (3500) + generated "
+                    "negatives", "calibration": "the last 50 of each digit of the mnist training split (500)",
+                    "test": MNIST_TEST, "epochs": 24, "batch_size": 64, "negatives_per_batch": 32, "lr": 2e-3,
+                    "weight_decay": 5e-4, "warmup_steps": 100, "calibration_share": 0.93, "seed": 0},
 }
 
 
@@ -74,7 +82,7 @@ def random_shift(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
 
 
 @torch.no_grad()
-def accuracy(net: SmallCNN, x: torch.Tensor, y: torch.Tensor) -> float:
+def accuracy(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     net.eval()
     pred = torch.cat([net(b).argmax(1) for b in x.split(1000)])
     return float((pred == y).double().mean())
@@ -126,14 +134,108 @@ def train(name: str, out: Path) -> None:
           f"sha256 {hashlib.sha256(blob).hexdigest()}) in {time.perf_counter() - t0:.0f} s")
 
 
+def lr_schedule(s: dict, total: int) -> Callable[[int], float]:
+    """step -> learning rate: linear warmup, then cosine decay to 0."""
+    def lr_at(step: int) -> float:
+        if step < s["warmup_steps"]:
+            return s["lr"] * (step + 1) / s["warmup_steps"]
+        return s["lr"] * 0.5 * (1 + math.cos(math.pi * (step - s["warmup_steps"]) / (total - s["warmup_steps"])))
+
+    return lr_at
+
+
+@torch.no_grad()
+def judge_numbers(net: torch.nn.Module) -> dict[str, float]:
+    """Held-out numbers of a judge: 10-way accuracy, recognizable share on real digits, noise and negatives."""
+    from ddpmlab.metrics.judge import Judge
+
+    net.eval()
+    c = Judge("mnist", net).calibration()
+    return {k: v for k, v in c.items() if not isinstance(v, dict)} | {
+        f"negatives_share_{k}": v for k, v in c["negatives_share_by_kind"].items()}
+
+
+@torch.no_grad()
+def calibrate(net: torch.nn.Module, x_cal: torch.Tensor, share: float) -> float:
+    """The smallest reject bias on a grid of 0.25 (at most 12) at which `share` of x_cal is recognizable."""
+    from ddpmlab.metrics.judge import REJECT, judge_probs, verdicts
+
+    net.eval()
+    for k in range(49):
+        net.reject_bias.fill_(0.25 * k)
+        got = float((verdicts(judge_probs(net, x_cal)) < REJECT).double().mean())
+        if got >= share:
+            break
+    print(f"calibration: reject bias {0.25 * k:g} makes {got:.4f} of {len(x_cal)} calibration digits recognizable")
+    return 0.25 * k
+
+
+def train_judge(s: dict, out: Path) -> None:
+    """Train the 11-class judge: each step 64 augmented real digits and 64 fresh negatives built from them."""
+    from ddpmlab.metrics.judge import REJECT, JudgeCNN
+    from ddpmlab.metrics.negatives import augment_digits, make_negatives
+
+    torch.manual_seed(s["seed"])
+    gen = torch.Generator().manual_seed(s["seed"])
+    x_tr, y_tr, _, _ = splits("mnist")  # the held-out digits are read again by judge_numbers
+    cal = mnist_5k_heldout(y_tr, per_class=50)
+    x_cal, x_tr, y_tr = x_tr[cal], x_tr[~cal], y_tr[~cal]
+    net = JudgeCNN()
+    opt = torch.optim.AdamW(net.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
+    total = s["epochs"] * math.ceil(len(x_tr) / s["batch_size"])
+    lr_at, t0, step = lr_schedule(s, total), time.perf_counter(), 0
+    for epoch in range(s["epochs"]):
+        net.train()
+        for idx in torch.randperm(len(x_tr), generator=gen).split(s["batch_size"]):
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step)
+            neg, _ = make_negatives(x_tr, y_tr, s["negatives_per_batch"], gen)
+            x = torch.cat([augment_digits(x_tr[idx], gen), neg])
+            y = torch.cat([y_tr[idx], torch.full((len(neg),), REJECT, dtype=torch.long)])
+            loss = F.cross_entropy(net(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+        if (epoch + 1) % 4 == 0 or epoch + 1 == s["epochs"]:
+            m = judge_numbers(net)
+            print(f"epoch {epoch + 1}/{s['epochs']}: last loss {loss.item():.4f}, accuracy {m['real_accuracy']:.4f}, "
+                  f"share real {m['real_share']:.4f} noise {m['noise_share']:.4f} negatives "
+                  f"{m['negatives_share']:.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    write_judge(net, x_cal, s, out, t0)
+
+
+def write_judge(net: torch.nn.Module, x_cal: torch.Tensor, s: dict, out: Path, t0: float) -> None:
+    """Calibrate the trained judge's reject bias, measure it on held-out data and write its safetensors file."""
+    net.reject_bias.fill_(calibrate(net, x_cal, s["calibration_share"]))
+    m = judge_numbers(net)
+    from safetensors.torch import save
+
+    meta = {"dataset": "mnist-judge", "train_split": s["train"], "test_split": s["test"],
+            "classes": "0-9, 10 = not a digit", "settings": json.dumps(s, sort_keys=True), "torch": torch.__version__,
+            "script": "benchmarks/train_classifier.py",
+            "architecture": "ddpmlab.metrics.judge.JudgeCNN", "format": "pt",
+            "reject_bias": f"{float(net.reject_bias):.4g}",
+            **{k: f"{v:.4f}" if isinstance(v, float) else str(v) for k, v in m.items()}}
+    blob = canonical_safetensors(save({k: v.detach().contiguous() for k, v in net.state_dict().items()}, metadata=meta))
+    atomic_write(out, lambda f: f.write(blob))
+    os.chmod(out, 0o644)
+    print(f"judge: {json.dumps(m)}\nwrote {out} ({len(blob) / 1e3:.0f} kB, sha256 {hashlib.sha256(blob).hexdigest()}) "
+          f"in {time.perf_counter() - t0:.0f} s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", choices=sorted(SETTINGS), required=True)
-    ap.add_argument("--out", help="default: src/ddpmlab/weights/<name>_cnn.safetensors")
+    ap.add_argument("--out", help="default: src/ddpmlab/weights/<name>_cnn.safetensors (mnist_judge.safetensors)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
-    out = Path(args.out) if args.out else Path(__file__).resolve().parents[1] / "src/ddpmlab/weights" / CLASSIFIER_FILES[args.dataset]
+    weights = Path(__file__).resolve().parents[1] / "src/ddpmlab/weights"
+    if args.dataset == "mnist-judge":
+        train_judge(SETTINGS["mnist-judge"], Path(args.out) if args.out else weights / JUDGE_FILES["mnist"])
+        return
+    out = Path(args.out) if args.out else weights / CLASSIFIER_FILES[args.dataset]
     train(args.dataset, out)
 
 

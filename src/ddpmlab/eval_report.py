@@ -100,6 +100,10 @@ def render_markdown(r: dict) -> str:
               "Each metric is shown beside its real-vs-real floor: the same metric between two disjoint sets of "
               "real data at the same N. A perfect model scores about the floor, not 0; compare runs only at equal N, "
               "features and reference set.", "", *_metric_table(r)]
+    if "judge" in r:
+        from .metrics.judge import judge_markdown
+
+        lines += judge_markdown(r["judge"])
     if "conditional" in r:
         c = r["conditional"]
         names = c.get("class_names") or [str(i) for i in range(len(c["per_class"]))]

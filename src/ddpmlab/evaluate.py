@@ -153,6 +153,7 @@ class Scorer:
                  cache_dir: Path | None, log: Callable[[str], None]) -> None:
         self.run, self.n, self.seed, self.info, self.log = run, n, seed, {}, log
         self.classifier = None  # the dataset's shipped classifier, for the accuracy of conditional samples
+        self.judge = None  # the dataset's judge (metrics/judge.py): recognizable share and class balance
         name = run.cfg.data.name
         if not run.is_image:
             from .data import TOYS, toy_points
@@ -174,6 +175,9 @@ class Scorer:
         c, h, w = run.item_shape
         if name in DATASET_CLASSIFIER and c == 1:
             self.classifier = load_classifier(DATASET_CLASSIFIER[name])[0]
+        from .metrics.judge import judge_for
+
+        self.judge = judge_for(name, run.item_shape)
         real = functools.cache(lambda: real_sets(run.cfg.data, n))  # images are loaded only on a cache miss
 
         def reference() -> tuple[dict[str, torch.Tensor], str]:
@@ -282,6 +286,11 @@ def evaluate(run: LoadedRun, n: int = 2000, sampler: str | None = None, steps: i
         **scorer.info,
         "metrics": scorer.metrics_of(samples), "floor": scorer.floor,
     }
+    if scorer.judge is not None:
+        from .metrics.judge import judge_summary
+
+        result["judge"] = scorer.judge.report(samples)
+        log(judge_summary(result["judge"]))
     if run.is_image and labels is not None and scorer.classifier is not None:
         result["conditional"] = {**scorer.accuracy(samples, labels), "class_names": list(run.class_names)}
     metric_seconds += time.perf_counter() - t_metric

@@ -7,6 +7,8 @@
     accuracy.py          classifier accuracy of conditional samples, overall and per class
     nll.py               negative log-likelihood in bits/dim from the variational bound (Ho et al. 2020, eq. 5)
     features.py          feature extractors: shipped 28x28 classifiers, Inception-v3, pixel projection
+    judge.py             MNIST judge with a "not a digit" class: recognizable share and class balance
+    negatives.py         generated "not a digit" images: the judge's reject class and its floor
 
 Imported lazily, so `import ddpmlab.metrics` stays cheap (scipy and torchvision load on first use).
 """
@@ -24,6 +26,8 @@ _EXPORTS = {
     "class_accuracy": "accuracy",
     "nll_bits_per_dim": "nll",
     "select_features": "features", "FeatureExtractor": "features", "load_classifier": "features",
+    "Judge": "judge", "judge_for": "judge", "load_judge": "judge", "class_balance": "judge",
+    "make_negatives": "negatives",
 }
 
 __all__ = sorted(_EXPORTS)
