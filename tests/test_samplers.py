@@ -14,6 +14,7 @@ from ddpmlab.models import MLP, MLPConfig
 from ddpmlab.samplers import DEFAULT_SPACING, SAMPLERS, ddim_invert, resolve_spacing, sample_ddim, sample_ddpm
 from ddpmlab.samplers import sample_dpmpp_2m, sample_dpmpp_3m, steps_warning
 from ddpmlab.samplers import sample_euler, sample_heun
+from ddpmlab.samplers.karras import heun_evaluations
 from ddpmlab.samplers.oracle import GaussianMixture, energy_distance, oracle_denoiser
 from ddpmlab.schedules import Schedule, make_schedule, spaced_timesteps
 
@@ -69,7 +70,7 @@ def ed_floor() -> float:
     return 2.0 / N_ED * mean_pair_dist
 
 
-def _mean_energy_distance(name: str | None, steps: int) -> float:
+def _mean_energy_distance(name: str | None, steps: int, spacing: str = "auto") -> float:
     """Energy distance to fresh mixture samples, averaged over REPEATS independent runs of N_ED points.
 
     Averaging matters: at N = 2000 a single V-statistic for equal laws scatters over roughly 0.3x-2x
@@ -81,7 +82,7 @@ def _mean_energy_distance(name: str | None, steps: int) -> float:
         if name is None:
             out = MIX.sample(N_ED, g)
         else:
-            ts = spaced_timesteps(SCHED, steps, resolve_spacing(name, "auto", steps, SCHED.T))
+            ts = spaced_timesteps(SCHED, steps, resolve_spacing(name, spacing, steps, SCHED.T))
             out = SAMPLERS[name](ORACLE, _noise(N_ED, 100 + r), SCHED, ts, generator=g)
         total += energy_distance(out, MIX.sample(N_ED, g))
     return total / REPEATS
@@ -94,8 +95,8 @@ def test_samples_match_the_mixture(name, steps, ed_floor):
 
 
 def test_energy_distance_bound_has_teeth(ed_floor):
-    # Euler with 10 steps visibly smears the modes; the same bound must reject it.
-    assert _mean_energy_distance("euler", 10) / ed_floor > 3.0
+    # Euler with 10 karras steps visibly smears the modes; the same bound must reject it.
+    assert _mean_energy_distance("euler", 10, "karras") / ed_floor > 3.0
 
 
 @pytest.mark.parametrize("name", ["ddpm", "ddim", "dpmpp-2m", "dpmpp-3m", "euler", "heun"])
@@ -223,7 +224,7 @@ def test_contract_for_every_sampler_and_prediction(name, prediction):
     assert [i for i, _, _ in seen] == list(range(len(ts)))
     assert [t for _, t, _ in seen] == ts.tolist()[1:] + [0]
     assert torch.equal(seen[-1][2], out)
-    assert len(calls) == (2 * len(ts) - 1 if name == "heun" else len(ts))
+    assert len(calls) == (heun_evaluations(sched, ts) if name == "heun" else len(ts))
     if name != "heun":  # one evaluation per timestep, in order (heun's churn may move to a nearby t)
         assert calls == ts.tolist()
 
@@ -338,10 +339,23 @@ def test_auto_spacing_starts_at_T_and_keeps_the_full_chain(name):
 
 
 def test_auto_spacing_follows_the_step_count():
-    assert [resolve_spacing("dpmpp-2m", "auto", k, 1000) for k in (5, 10, 11, 15, 16, 50)] == [
-        "trailing", "trailing", "logsnr", "logsnr", "quadratic", "quadratic"]
-    assert [resolve_spacing("dpmpp-3m", "auto", k, 1000) for k in (8, 9, 30, 31)] == [
-        "trailing", "logsnr", "logsnr", "quadratic"]
+    assert [resolve_spacing("dpmpp-2m", "auto", k, 1000) for k in (5, 8, 9, 50)] == [
+        "trailing", "trailing", "quadratic", "quadratic"]
+    assert [resolve_spacing("dpmpp-3m", "auto", k, 1000) for k in (8, 9, 50)] == ["trailing", "logsnr", "logsnr"]
+
+
+def test_heun_survives_the_cosine_schedules_huge_first_sigma():
+    # Cosine's sigma_T / alpha_T is ~2e4: a second-order correction across that first step multiplied the slope's
+    # O(1) change by 2e4. Heun at 8 steps (15 NFE) must be about as close to the ODE as dpmpp-2m at 15 NFE.
+    cos = make_schedule("cosine", 1000)
+    oracle = oracle_denoiser(_narrow_unequal_offcentre(), cos)
+    x_T = _noise(500, 4)
+    exact = sample_dpmpp_3m(oracle, x_T, cos, spaced_timesteps(cos, 400, "logsnr"))
+    heun = (sample_heun(oracle, x_T, cos, spaced_timesteps(cos, 8, "trailing")) - exact).norm(dim=1).mean().item()
+    dpm = (sample_dpmpp_2m(oracle, x_T, cos, spaced_timesteps(cos, 15, "trailing")) - exact).norm(dim=1).mean().item()
+    assert heun < 1.5 * dpm, (heun, dpm)
+    assert heun_evaluations(cos, spaced_timesteps(cos, 8, "trailing")) == 14  # the first step is Euler there
+    assert heun_evaluations(SCHED, spaced_timesteps(SCHED, 8, "trailing")) == 15
 
 
 def _narrow_unequal_offcentre() -> GaussianMixture:

@@ -32,7 +32,6 @@ from .errors import ConfigError, DataError
 from .sample import LoadedRun, check_guidance, sample, with_sample_settings
 
 HELD_OUT_SPLIT = {"mnist", "fashion-mnist", "cifar10"}  # datasets with a real test split
-SECOND_ORDER = {"heun": 2}  # network evaluations per step, where not 1 (the last step takes 1)
 SUBSET_SEED = 0  # which real images form the reference and floor sets: fixed, so caches stay valid
 CACHE_VERSION = "v1"
 MIN_N = 10
@@ -114,9 +113,12 @@ def nfe_of(run: LoadedRun) -> int:
 
     s = run.cfg.sample
     spacing = resolve_spacing(s.sampler, s.spacing, s.steps, run.schedule.T)
-    k = len(spaced_timesteps(run.schedule, s.steps, spacing))
-    per = SECOND_ORDER.get(s.sampler, 1)
-    return per * k - (per - 1)
+    ts = spaced_timesteps(run.schedule, s.steps, spacing)
+    if s.sampler == "heun":
+        from .samplers.karras import heun_evaluations
+
+        return heun_evaluations(run.schedule, ts)
+    return len(ts)
 
 
 def image_metrics(phi_gen: torch.Tensor, phi_ref: torch.Tensor, phi_ref_n: torch.Tensor, seed: int) -> dict:

@@ -27,8 +27,8 @@ SAMPLERS: dict[str, Callable[..., object]] = {
 # sample.spacing = "auto": the spacing each sampler runs with, by step count, as (up to this many steps, spacing),
 # the last entry for any count. Chosen from benchmarks/sampler_oracle.py (every sampler x spacing x NFE in
 # {5, 8, 10, 15, 20, 50} on six Gaussian mixtures, error against the exact probability-flow ODE; the README's
-# sampler table): at each NFE the spacing with the smallest worst-case error over the mixtures, among those
-# that start at t = T (x_T ~ N(0, I) holds there under every schedule). Few steps want levels evenly in t
+# sampler table), under the linear and the cosine schedule: at each NFE the spacing with the smallest worst-case
+# error over the mixtures and both schedules, among those that start at t = T (x_T ~ N(0, I) holds there). Few steps want levels evenly in t
 # (trailing; dpmpp-2m there is diffusers' default DPM-Solver++(2M), within 3%) or in log-SNR (logsnr); more
 # steps want them packed towards t = 1 (quadratic), where the ODE bends most. karras lost to both from 10 NFE.
 # DDPM's Gaussian reverse steps are exact only as the steps approach T: on the ring mixture (width 0.15) the
@@ -38,8 +38,8 @@ SAMPLERS: dict[str, Callable[..., object]] = {
 AUTO_SPACING: dict[str, tuple[tuple[int, Spacing], ...]] = {
     "ddpm": ((999_999, "logsnr"),),
     "ddim": ((10, "trailing"), (999_999, "quadratic")),
-    "dpmpp-2m": ((10, "trailing"), (15, "logsnr"), (999_999, "quadratic")),
-    "dpmpp-3m": ((8, "trailing"), (30, "logsnr"), (999_999, "quadratic")),
+    "dpmpp-2m": ((8, "trailing"), (999_999, "quadratic")),
+    "dpmpp-3m": ((8, "trailing"), (999_999, "logsnr")),
     "euler": ((10, "trailing"), (999_999, "quadratic")),
     "heun": ((7, "trailing"), (999_999, "quadratic")),
 }
