@@ -77,7 +77,7 @@ def test_resuming_a_finished_run_says_how_to_extend_it(tmp_path, capsys):
     assert main(["train", "--resume", str(run), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert f"{run} is already at its last step (5 of train.steps=5); nothing to train." in out
-    assert f"--set train.steps=10" in out and "loss nan" not in out
+    assert "--set train.steps=10" in out and "loss nan" not in out
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
 
 

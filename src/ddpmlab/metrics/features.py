@@ -103,20 +103,23 @@ def weights_path(name: str) -> Path:
     return Path(str(resources.files("ddpmlab") / "weights" / CLASSIFIER_FILES[name]))
 
 
-def load_classifier(name: str) -> tuple[SmallCNN, dict[str, str]]:
-    """The shipped classifier (eval mode) and its safetensors metadata (dataset, test accuracy, settings)."""
+def load_shipped(net: nn.Module, path: Path, what: str, dataset: str) -> tuple[nn.Module, dict[str, str]]:
+    """net (eval mode) with the shipped safetensors weights at path, and their metadata; one line if missing."""
     from safetensors import safe_open
 
-    path = weights_path(name)
     if not path.is_file():
-        raise ConfigError(f"the {name} classifier weights {path} are missing; run "
-                          f"`python benchmarks/train_classifier.py --dataset {name}` to rebuild them")
+        raise ConfigError(f"the {what} weights {path} are missing; run "
+                          f"`python benchmarks/train_classifier.py --dataset {dataset}` to rebuild them")
     with safe_open(str(path), framework="pt") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys()}
         meta = dict(f.metadata() or {})
-    net = SmallCNN()
     net.load_state_dict(tensors)
     return net.eval(), meta
+
+
+def load_classifier(name: str) -> tuple[SmallCNN, dict[str, str]]:
+    """The shipped classifier (eval mode) and its safetensors metadata (dataset, test accuracy, settings)."""
+    return load_shipped(SmallCNN(), weights_path(name), f"{name} classifier", name)  # type: ignore[return-value]
 
 
 def classifier_features(name: str) -> FeatureExtractor:

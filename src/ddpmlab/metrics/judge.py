@@ -26,7 +26,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import ConfigError
 
 JUDGE_FILES = {"mnist": "mnist_judge.safetensors"}
 DATASET_JUDGE = {"mnist-5k": "mnist", "mnist": "mnist"}
@@ -77,18 +76,9 @@ def judge_path(name: str) -> Path:
 
 def load_judge(name: str = "mnist") -> tuple[JudgeCNN, dict[str, str]]:
     """The shipped judge (eval mode) and its safetensors metadata (training settings, held-out numbers)."""
-    from safetensors import safe_open
+    from .features import load_shipped
 
-    path = judge_path(name)
-    if not path.is_file():
-        raise ConfigError(f"the {name} judge weights {path} are missing; run "
-                          "`python benchmarks/train_classifier.py --dataset mnist-judge` to rebuild them")
-    with safe_open(str(path), framework="pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-        meta = dict(f.metadata() or {})
-    net = JudgeCNN()
-    net.load_state_dict(tensors)
-    return net.eval(), meta
+    return load_shipped(JudgeCNN(), judge_path(name), f"{name} judge", "mnist-judge")  # type: ignore[return-value]
 
 
 @torch.no_grad()
