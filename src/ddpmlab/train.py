@@ -142,12 +142,12 @@ def _train(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, progress: 
     if foreign and not overwrite:
         raise RunError(f"{run_dir} is not empty and holds no run ({len(foreign)} entries, e.g. {foreign[0]}); "
                        "choose a new or empty --out, or pass --force to write the run among them")
-    with run_lock(run_dir) if distributed.is_main() else contextlib.nullcontext():
-        return _train_locked(cfg, run_dir, resume, progress, log)
+    with contextlib.ExitStack() as held:  # the run's lock, taken before the first write and held to the end
+        return _train_run(cfg, run_dir, resume, progress, log, held)
 
 
-def _train_locked(cfg: Config, run_dir: Path, resume: bool, progress: bool,
-                  log: Callable[[str], None]) -> TrainResult:
+def _train_run(cfg: Config, run_dir: Path, resume: bool, progress: bool, log: Callable[[str], None],
+               held: contextlib.ExitStack) -> TrainResult:
     tc = cfg.train
     main, world = distributed.is_main(), distributed.world_size()
     if not main:  # rank 0 speaks for the job
@@ -209,6 +209,7 @@ def _train_locked(cfg: Config, run_dir: Path, resume: bool, progress: bool,
         torch.manual_seed(tc.seed + 7919 * distributed.rank() + 104729 * step)
     distributed.barrier()  # every process has checked and read run_dir before rank 0 writes into it
     if main:
+        held.enter_context(run_lock(run_dir))  # one writer at a time; a refused start has written nothing
         if not resume:
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / ckpt.METRICS).write_text("step,loss,lr,images_per_s,elapsed_s,skipped\n")
