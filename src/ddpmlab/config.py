@@ -41,6 +41,7 @@ class ModelConfig:
     heads: int = 1
     dropout: float = 0.0
     num_classes: int = 0  # > 0: class-conditional, with one extra "null" label
+    context_dim: int = 0  # > 0: text-conditional U-Net reading prompt embeddings this wide (384: all-MiniLM-L6-v2)
     hidden: int = 128  # MLP width
     depth: int = 3  # MLP hidden layers
 
@@ -118,7 +119,7 @@ _POSITIVE = {
     "sample.steps", "sample.batch_size", "data.n_points", "diffusion.min_snr_gamma",
 }
 _NON_NEGATIVE = {
-    "data.image_size", "model.num_classes", "model.dropout", "diffusion.beta_start", "diffusion.beta_end",
+    "data.image_size", "model.num_classes", "model.context_dim", "model.dropout", "diffusion.beta_start", "diffusion.beta_end",
     "train.weight_decay", "train.warmup", "train.grad_clip", "train.minutes", "train.sample_every",
     "train.seed", "sample.seed", "train.min_lr_ratio", "sample.eta", "sample.s_churn", "sample.guidance",
 }
