@@ -65,7 +65,8 @@ class TextConditioning(nn.Module):
         if ctx.tokens.shape[-1] != self.context_dim or ctx.tokens.shape[0] != batch:
             raise ValueError(f"context tokens are {tuple(ctx.tokens.shape)}; this network takes (B={batch}, L, "
                              f"{self.context_dim}) (model.context_dim = the text encoder's width)")
-        tokens, mask, pooled = ctx.tokens.to(self.null_token.dtype), ctx.mask.bool(), ctx.pooled.to(self.null_token.dtype)
+        dtype = self.null_token.dtype
+        tokens, mask, pooled = ctx.tokens.to(dtype), ctx.mask.bool(), ctx.pooled.to(dtype)
         if ctx.null is not None:
             null = ctx.null.to(tokens.device)
             first = torch.arange(tokens.shape[1], device=tokens.device) == 0  # the null context is one token

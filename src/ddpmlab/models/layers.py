@@ -71,7 +71,9 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
-def matmul_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+def matmul_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v for q (B, heads, N, d), k, v (B, heads, M, d), as two matmuls and a softmax.
 
     mask (B, 1, 1, M) bool, True = attend: keys where it is False get weight 0 (a key padding mask).
@@ -85,7 +87,9 @@ def matmul_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
 SCORES_PER_CHUNK = 1 << 20  # attention scores (B * heads * N * M) per chunk when sampling: 2 MiB in bf16
 
 
-def cpu_bf16_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+def cpu_bf16_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Attention in bf16 on the CPU, where two matmuls and a softmax run 2-5x faster than SDPA's kernels.
 
     Without autograd (sampling), large batches go through in chunks whose scores stay in the CPU's cache:

@@ -112,7 +112,8 @@ class UNet(nn.Module):
             h = self.mid_cross(h, *text)
         h = self.mid[2](h, emb)
         for layer in self.up:
-            h = layer(h) if isinstance(layer, Upsample) else _block_forward(layer, torch.cat([h, hs.pop()], 1), emb, text)
+            skip = None if isinstance(layer, Upsample) else hs.pop()
+            h = layer(h) if skip is None else _block_forward(layer, torch.cat([h, skip], dim=1), emb, text)
         return self.head(h)
 
 

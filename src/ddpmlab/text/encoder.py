@@ -61,7 +61,8 @@ def _load_weights(model: BertModel, path: Path, fix: str) -> None:
         tensors = load_file(str(path))
     except Exception as exc:  # safetensors raises SafetensorError / OSError for damaged files
         raise DataError(f"text encoder file {path} could not be read ({exc}); {fix}") from None
-    tensors = {k.removeprefix("bert."): v for k, v in tensors.items() if not k.removeprefix("bert.").startswith(IGNORED_WEIGHTS)}
+    tensors = {k.removeprefix("bert."): v for k, v in tensors.items()}
+    tensors = {k: v for k, v in tensors.items() if not k.startswith(IGNORED_WEIGHTS)}
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     if missing:
