@@ -65,8 +65,9 @@ class TextConditioning(nn.Module):
         if ctx.tokens.shape[-1] != self.context_dim or ctx.tokens.shape[0] != batch:
             raise ValueError(f"context tokens are {tuple(ctx.tokens.shape)}; this network takes (B={batch}, L, "
                              f"{self.context_dim}) (model.context_dim = the text encoder's width)")
-        dtype = self.null_token.dtype
-        tokens, mask, pooled = ctx.tokens.to(dtype), ctx.mask.bool(), ctx.pooled.to(dtype)
+        device, dtype = self.null_token.device, self.null_token.dtype  # an encoder may live on another device
+        tokens, pooled = ctx.tokens.to(device, dtype), ctx.pooled.to(device, dtype)
+        mask = ctx.mask.to(device, torch.bool)
         if ctx.null is not None:
             null = ctx.null.to(tokens.device)
             first = torch.arange(tokens.shape[1], device=tokens.device) == 0  # the null context is one token
