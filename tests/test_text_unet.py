@@ -132,3 +132,16 @@ def test_cpu_bf16_cross_attention_paths_match(monkeypatch):
     with torch.no_grad():
         out = layers.attend(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask)
     assert_near(out.float(), ref, 3e-2)
+
+
+def test_guidance_batch_of_prompts_and_null_matches_separate_calls():
+    """TextContext.cat([ctx, null]) in one forward gives what two forwards give (classifier-free guidance)."""
+    net = _perturbed(UNet(CFG)).eval()
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([20, 600])
+    ctx = _context(2, [6, 3])
+    null = TextContext(torch.zeros(2, 1, D), torch.ones(2, 1, dtype=torch.bool), torch.zeros(2, D),
+                       null=torch.ones(2, dtype=torch.bool))
+    with torch.no_grad():
+        both = net(torch.cat([x, x]), torch.cat([t, t]), context=TextContext.cat([ctx, null]))
+        assert_near(both[:2], net(x, t, context=ctx), 1e-5)
+        assert_near(both[2:], net(x, t), 1e-5)

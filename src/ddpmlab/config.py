@@ -119,9 +119,10 @@ _POSITIVE = {
     "sample.steps", "sample.batch_size", "data.n_points", "diffusion.min_snr_gamma",
 }
 _NON_NEGATIVE = {
-    "data.image_size", "model.num_classes", "model.context_dim", "model.dropout", "diffusion.beta_start", "diffusion.beta_end",
+    "data.image_size", "model.num_classes", "model.dropout", "diffusion.beta_start", "diffusion.beta_end",
     "train.weight_decay", "train.warmup", "train.grad_clip", "train.minutes", "train.sample_every",
     "train.seed", "sample.seed", "train.min_lr_ratio", "sample.eta", "sample.s_churn", "sample.guidance",
+    "model.context_dim",
 }
 _UNIT_INTERVAL = {"train.ema_decay", "train.p_uncond", "model.dropout"}
 
