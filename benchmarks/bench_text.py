@@ -4,9 +4,10 @@
 
 The U-Net rows compare context_dim = 0 with context_dim = 384 (12-token prompts) for the MNIST preset's network
 (28 px, attention at 7 px) and a 32 px RGB network with attention at 16 px: fp32 training steps (AdamW) and
-no-grad forwards (what sampling runs; in bf16 autocast with --bf16, worth it only where the CPU has native bf16). Each timing is the median of --reps, the two variants interleaved.
-Images/s and encode times are per CPU second of this process (time.process_time), which a CPU shared with other jobs distorts
-far less than wall-clock time; with --threads 1 that is images/s on one core.
+no-grad forwards (what sampling runs; in bf16 autocast with --bf16, worth it only where the CPU has native
+bf16). Each timing is the median of --reps, the two variants interleaved. Images/s and encode times are per
+CPU second of this process (time.process_time), which a CPU shared with other jobs distorts far less than
+wall-clock time; with --threads 1 that is images/s on one core.
 """
 
 from __future__ import annotations

@@ -112,15 +112,17 @@ class SentenceEncoder:
         try:
             cfg = BertConfig.from_dict(_read_json(root / "config.json", fix))
         except (KeyError, ValueError, TypeError) as exc:
-            raise DataError(f"text encoder file {root / 'config.json'} has a bad or missing field {exc}; {fix}") from None
+            raise DataError(f"text encoder file {root / 'config.json'} has a bad or missing field {exc}; "
+                            f"{fix}") from None
         pooling = root / "1_Pooling" / "config.json"
         if pooling.is_file() and not _read_json(pooling, fix).get("pooling_mode_mean_tokens", False):
             raise DataError(f"text encoder file {pooling} asks for a pooling other than mean tokens; only mean pooling "
                             "is supported, use a mean-pooling model such as all-MiniLM-L6-v2")
         tokenizer = _load_tokenizer(root / "tokenizer.json", fix)
         if tokenizer.get_vocab_size() > cfg.vocab_size:
-            raise DataError(f"text encoder file {root / 'tokenizer.json'} has {tokenizer.get_vocab_size()} tokens but "
-                            f"config.json says vocab_size {cfg.vocab_size}; use the tokenizer that came with the weights")
+            raise DataError(f"text encoder file {root / 'tokenizer.json'} has {tokenizer.get_vocab_size()} tokens "
+                            f"but config.json says vocab_size {cfg.vocab_size}; use the tokenizer that came with "
+                            "the weights")
         bert = BertModel(cfg)
         _load_weights(bert, root / "model.safetensors", fix)
         st = root / "sentence_bert_config.json"
@@ -129,7 +131,7 @@ class SentenceEncoder:
         return cls(bert, tokenizer, max_tokens, str(root), **kwargs)
 
     def _tokenize(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """ids, type_ids (B, L) long and mask (B, L) bool, right-padded; prompts past max_tokens are cut, with a warning."""
+        """ids, type_ids (B, L) long and mask (B, L) bool, right-padded; longer prompts are cut, with a warning."""
         encodings = self.tokenizer.encode_batch(list(prompts))
         ids, types = [], []
         for prompt, enc in zip(prompts, encodings):
