@@ -1,6 +1,7 @@
 import importlib.util
 import json
 import shutil
+import sys
 
 import pytest
 import torch
@@ -199,3 +200,9 @@ def test_missing_package_names_the_extra(monkeypatch):
     monkeypatch.setattr(encoder.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(DataError, match=r"pip install ddpmlab\[text\]"):
         encoder.load_default_encoder()
+
+
+def test_missing_tokenizers_names_the_extra(fake_dir, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tokenizers", None)  # import tokenizers -> ImportError
+    with pytest.raises(DataError, match=r"needs the tokenizers package; install it with `pip install ddpmlab\[text\]`"):
+        SentenceEncoder.from_dir(fake_dir)
