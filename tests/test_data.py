@@ -146,3 +146,19 @@ def test_toys_are_2d_and_reproducible(name):
     b = D.load_dataset(DataConfig(name=name, n_points=500))
     assert a.x.shape == (500, 2) and torch.equal(a.x, b.x)
     assert a.x.abs().max() < 4
+
+
+def test_16_bit_png_is_scaled_not_clipped_and_warns_nothing(tmp_path):
+    import warnings
+
+    ramp = (np.arange(16 * 16).reshape(16, 16) * 256).astype(np.uint16)  # 0 .. 65280
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    Image.fromarray((ramp >> 8).astype(np.uint8), mode="L").save(tmp_path / "flat.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = D.load_dataset(DataConfig(name=f"folder:{tmp_path}"))
+        pic = D.load_picture(tmp_path / "deep.png")
+    assert ds.x.shape == (2, 1, 16, 16)
+    assert torch.allclose(ds.x[0], ds.x[1], atol=2 / 255)  # the 16-bit file reads as its 8-bit twin
+    assert torch.allclose(pic[0], ds.x[1], atol=2 / 255)
+    assert (ds.x[0] > 0.99).float().mean() < 0.01  # PIL's convert("L") alone would clip 99% of it to white

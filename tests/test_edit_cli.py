@@ -100,7 +100,57 @@ def test_repaint_path_goes_down_with_jumps():
     assert repaint_path(4, 2, 1) == [0, 1, 2, 3, 4]
     path = repaint_path(6, 2, 2)
     assert path[0] == 0 and path[-1] == 6
-    assert path == [0, 1, 2, 0, 1, 2, 3, 4, 2, 3, 4, 5, 6]
+    assert path == [0, 1, 2, 3, 2, 1, 2, 3, 4, 5, 4, 3, 4, 5, 6]
+
+
+def _resampled_blocks(path):
+    """(low, high) index ranges that the chain is noised back over, in the order of the jumps."""
+    blocks, k = [], 0
+    while k < len(path) - 1:
+        if path[k + 1] < path[k]:
+            top = path[k]
+            while path[k + 1] < path[k]:
+                k += 1
+            blocks.append((path[k], top))
+        k += 1
+    return blocks
+
+
+def test_repaint_jumps_follow_the_papers_schedule():
+    # Lugmayr et al. 2022's get_schedule_jump(t_T=20, jump_length=5, jump_n_sample=2) jumps back at
+    # t = 10, 5, 0 (its t counts down to 0 at the last reverse step), i.e. indices 9, 14, 19 of the
+    # decreasing list: the least noisy block [14, 19] is harmonised, none near pure noise.
+    from ddpmlab.edit import repaint_path
+
+    assert _resampled_blocks(repaint_path(20, 5, 2)) == [(4, 9), (9, 14), (14, 19)]
+    assert _resampled_blocks(repaint_path(20, 5, 3)) == [(4, 9), (4, 9), (9, 14), (9, 14), (14, 19), (14, 19)]
+    path = repaint_path(20, 5, 3)
+    downs = sum(b > a for a, b in zip(path, path[1:]))
+    assert downs == 20 + 3 * 2 * 5  # every reverse step once, plus each block twice more
+
+
+def test_inpaint_first_step_draws_fresh_noise(cond_run, monkeypatch):
+    # The first reverse step's noise must continue each sample's stream past x_T, not redraw x_T.
+    import ddpmlab.edit as edit
+    from ddpmlab.sample import load_run
+    from ddpmlab.samplers.run import initial_noise
+
+    run = load_run(cond_run[0])
+    draws = []
+    real = edit.randn_like
+
+    def record(x, gens):
+        draws.append(real(x, gens))
+        return draws[-1]
+
+    monkeypatch.setattr(edit, "randn_like", record)
+    image = torch.zeros(1, 1, 16, 16)
+    mask = torch.ones(1, 1, 16, 16)
+    edit.inpaint(run, image, mask, n=2)
+    x_T, _ = initial_noise(run.cfg.sample.seed, range(2), run.item_shape, run.device)
+    assert len(draws) >= 2
+    assert not torch.allclose(draws[0], x_T)
+    assert all(not torch.allclose(d, x_T) for d in draws)
 
 
 def test_mask_size_mismatch_is_an_error(cond_run, tmp_path, capsys):

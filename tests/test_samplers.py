@@ -160,6 +160,22 @@ def test_ddim_inversion_round_trip():
     assert 0.4 < errs[200] / errs[100] < 0.65  # first order: the round-trip error halves with twice the steps
 
 
+def test_ddim_inversion_reaches_the_exact_ode_latent_of_a_gaussian():
+    # For x0 ~ N(mu, s^2 I) the probability-flow ODE maps x0 to
+    # x_T = alpha_T mu + sqrt(alpha_T^2 s^2 + sigma_T^2) (x0 - mu) / s (a straight line per sample),
+    # so the latent of DDIM inversion can be checked against the closed form, not just the round trip.
+    mu, s = torch.tensor([[0.6, -0.4]], dtype=torch.float64), 0.5
+    gauss = GaussianMixture(mu, torch.tensor([s]), torch.ones(1))
+    x0 = gauss.sample(2000, torch.Generator().manual_seed(3))
+    a_T, s_T = SCHED.alpha[-1].item(), SCHED.sigma[-1].item()
+    exact = a_T * mu + math.sqrt(a_T**2 * s**2 + s_T**2) * (x0 - mu) / s
+    ts = spaced_timesteps(SCHED, 10, "trailing")
+    latent = ddim_invert(oracle_denoiser(gauss, SCHED), x0, SCHED, ts)
+    err = (latent - exact).abs()
+    assert err.max().item() < 0.25, err.max().item()
+    assert latent.std().item() == pytest.approx(exact.std().item(), rel=0.05)
+
+
 def test_ddim_eta1_is_ddpm_with_posterior_variance():
     # Exact equality (to float64 rounding), not just in distribution: both draw one randn_like per
     # step except the last, in the same order, and sigma_eta^2 at eta = 1 is beta-tilde (DDIM eq. 16).

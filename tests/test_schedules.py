@@ -74,3 +74,34 @@ def test_trailing_starts_at_T_and_full_steps_is_every_t():
     assert torch.equal(spaced_timesteps(s, 1000, "trailing"), torch.arange(1000, 0, -1))
     with pytest.raises(ValueError):
         spaced_timesteps(s, 1001)
+
+
+@pytest.mark.parametrize("T", [10, 15, 19, 20])
+def test_rescaled_linear_schedule_is_refused_where_beta_reaches_1(T):
+    from ddpmlab.config import build_config
+    from ddpmlab.errors import ConfigError
+
+    with pytest.raises(ValueError, match="must be below 1"):
+        make_schedule("linear", T)
+    with pytest.raises(ConfigError, match="use diffusion.T >= 21"):
+        build_config("moons", overrides=[f"diffusion.T={T}", f"sample.steps={T}"])
+
+
+def test_explicit_beta_end_of_1_is_refused_and_21_steps_work():
+    with pytest.raises(ValueError, match="must be below 1"):
+        make_schedule("linear", 100, beta_start=1e-4, beta_end=1.0)
+    s = make_schedule("linear", 21)
+    assert 0 < s.alpha_bar[-1] < 1 and torch.isfinite(s.log_snr[1:]).all()
+
+
+@pytest.mark.parametrize("name", list(SCHEDULES))
+@pytest.mark.parametrize("T", [21, 50, 1000, 4000])
+def test_every_schedule_ends_inside_the_unit_interval_with_finite_log_snr(name, T):
+    s = make_schedule(name, T, a=0.99)
+    assert 0 < s.alpha_bar[-1].item() < 1
+    assert torch.isfinite(s.log_snr[1:]).all()
+
+
+def test_geometric_underflow_is_refused():
+    with pytest.raises(ValueError, match="alpha_bar_T"):
+        make_schedule("geometric", 10000, a=0.9)

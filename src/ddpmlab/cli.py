@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="network evaluations (default: the run's sample.steps)")
     p.add_argument("--sampler", help="sampler name (default: the run's sample.sampler)")
     p.add_argument("--variance", choices=["beta", "posterior"], help="DDPM sigma_t^2: beta_t or beta-tilde_t")
-    p.add_argument("--spacing", choices=["auto", "leading", "trailing", "linspace", "quadratic", "karras"],
+    p.add_argument("--spacing", choices=["auto", "leading", "trailing", "linspace", "quadratic", "karras", "logsnr"],
                    help="timestep spacing (default: the sampler's own, see README)")
     p.add_argument("--eta", type=float, help="DDIM stochasticity (0 deterministic, 1 ancestral)")
     p.add_argument("--churn", type=float, help="Heun stochastic churn S_churn (Karras et al. 2022)")
@@ -268,10 +268,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    import shutil
+    import contextlib
 
     from . import distributed
     from . import sample as S
+    from .io import run_lock
 
     if args.n < 1:
         raise ConfigError(f"--n must be at least 1, got {args.n}")
@@ -289,6 +290,21 @@ def cmd_sample(args: argparse.Namespace) -> int:
                                  s_churn=args.churn, guidance=args.guidance, precision=args.precision)
     S.check_guidance(run, run.cfg.sample.guidance)
     labels = S.class_labels(run, args.klass, args.n)
+    inside = out.resolve().is_relative_to(run_dir.resolve()) and distributed.is_main()
+    with run_lock(run_dir) if inside else contextlib.nullcontext():  # one writer at a time in a run
+        files = _sample_files(args, run, run_dir, out, labels)
+    for f in files:
+        print(f"wrote {f}")
+    return 0
+
+
+def _sample_files(args: argparse.Namespace, run, run_dir: Path, out: Path, labels) -> list[Path]:
+    """The sample command's work once its inputs are checked: grids, .npz, trajectory and GIF; the files written."""
+    import shutil
+
+    from . import distributed
+    from . import sample as S
+
     if args.guidance_sweep is not None:
         weights = _csv_floats(args.guidance_sweep)
         S.check_guidance(run, max(weights))
@@ -317,9 +333,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
             gif=None if args.gif is None else Path(args.gif or out.parent / "reverse.gif"),
             labels=labels,
         )
-    for f in files:
-        print(f"wrote {f}")
-    return 0
+    return files
 
 
 def cmd_forward(args: argparse.Namespace) -> int:

@@ -87,7 +87,7 @@ class TrainConfig:
 class SampleConfig:
     sampler: str = "ddpm"
     steps: int = 100  # network evaluations; at most diffusion.T
-    spacing: Literal["auto", "leading", "trailing", "linspace", "quadratic", "karras"] = "auto"  # auto: per sampler
+    spacing: Literal["auto", "leading", "trailing", "linspace", "quadratic", "karras", "logsnr"] = "auto"  # per sampler and steps
     variance: Literal["beta", "posterior"] = "posterior"  # DDPM sigma_t^2: beta_t or beta-tilde_t
     eta: float = 0.0  # DDIM stochasticity: 0 deterministic, 1 ancestral
     s_churn: float = 0.0  # Heun (Karras Alg. 2) stochastic churn; 0 is deterministic
@@ -219,6 +219,13 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"sample.steps ({cfg.sample.steps}) cannot exceed diffusion.T ({cfg.diffusion.T})")
     if not 0 < cfg.diffusion.a < 1:
         raise ConfigError(f"diffusion.a must lie in (0, 1); got {cfg.diffusion.a}")
+    d = cfg.diffusion
+    if d.schedule == "linear":
+        from .schedules import linear_endpoint_problem, linear_endpoints  # noqa: PLC0415 (torch loads lazily there)
+
+        problem = linear_endpoint_problem(d.T, *linear_endpoints(d.T, d.beta_start or None, d.beta_end or None))
+        if problem:
+            raise ConfigError(problem)
     return cfg
 
 

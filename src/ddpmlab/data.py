@@ -59,7 +59,7 @@ class TensorData:
 
 def _images(u8: np.ndarray | torch.Tensor, labels, classes, name: str, size: int) -> TensorData:
     """uint8 (N, H, W) or (N, H, W, C) or (N, C, H, W) -> float (N, C, H, W) in [-1, 1], resized to size."""
-    x = torch.as_tensor(np.array(u8))  # a writable copy
+    x = u8.clone() if isinstance(u8, torch.Tensor) else torch.from_numpy(np.array(u8))  # a writable copy
     if x.dim() == 3:
         x = x[:, None]
     elif x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
@@ -173,6 +173,23 @@ def load_cifar10(cfg: DataConfig, split: Split) -> TensorData:
 # ---------------------------------------------------------------- a folder of the user's images
 
 
+GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+
+
+def to_8bit(im):
+    """A PIL image with 16-bit or 32-bit samples as 8-bit grayscale, scaled (PIL's convert("L") clips them at 255)."""
+    from PIL import Image
+
+    if not (im.mode.startswith("I") or im.mode == "F"):
+        return im
+    a = np.asarray(im).astype(np.float64)
+    if im.mode == "F":
+        a = a * 255.0 if a.max(initial=0.0) <= 1.0 else a
+    else:
+        a = a / 257.0  # 0..65535 -> 0..255
+    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), mode="L")
+
+
 def load_folder(path: str, cfg: DataConfig) -> TensorData:
     """PNG/JPEG/... files under path (subfolders become classes); grayscale stays 1 channel."""
     from PIL import Image, UnidentifiedImageError
@@ -189,14 +206,14 @@ def load_folder(path: str, cfg: DataConfig) -> TensorData:
         try:
             with Image.open(p) as im:
                 im.load()
-                images.append((p, im.copy()))
+                images.append((p, to_8bit(im.copy())))
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
             bad.append(p)
     if not images:
         raise DataError(f"none of the {len(files)} files in {root} could be read as an image")
     if bad:
         warnings.warn(f"skipped {len(bad)} unreadable image(s) in {root}, e.g. {bad[0].name}", stacklevel=2)
-    gray = all(im.mode in ("1", "L", "LA", "I", "I;16", "F") for _, im in images)
+    gray = all(im.mode in GRAY_MODES for _, im in images)
     size = cfg.image_size
     if not size:
         sizes = {im.size for _, im in images}
@@ -232,7 +249,8 @@ def load_picture(path: str | Path, size: int = 0, channels: int = 0) -> torch.Te
     try:
         with Image.open(path) as im:
             im.load()
-            gray = im.mode in ("1", "L", "LA", "I", "I;16", "F")
+            im = to_8bit(im)
+            gray = im.mode in GRAY_MODES
             if channels and (channels == 1) != gray:
                 warnings.warn(f"{path} is {'grayscale' if gray else 'colour'}; converted to {channels} channel(s)",
                               stacklevel=2)

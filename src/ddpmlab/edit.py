@@ -50,18 +50,21 @@ def sdedit(run: LoadedRun, image: torch.Tensor, strength: float, n: int = 4, lab
 def repaint_path(steps: int, jump: int, resample: int) -> list[int]:
     """Indices into the decreasing timestep list (plus a final 0) visited by RePaint (Lugmayr et al. 2022, Sec. 4.2).
 
-    Every `jump` steps down, the chain is noised `jump` steps back up, `resample - 1` times.
+    Follows the paper's schedule (`get_schedule_jump` in its code), where the time index r = steps - 1 - k
+    counts down to 0 at the last reverse step: at r = 0, jump, 2 jump, ... (below steps - jump) the chain
+    is noised `jump` steps back up, `resample - 1` times each. The jumps are counted from the clean end, so
+    the least noisy block, where the seam between known and filled pixels settles, is always harmonised.
     """
-    path, k, left = [0], 0, {}
-    while k < steps:
-        k += 1
-        path.append(k)
-        if resample > 1 and k % jump == 0 and k < steps and k >= jump:
-            left.setdefault(k, resample - 1)
-            if left[k] > 0:
-                left[k] -= 1
-                k -= jump
-                path.append(k)
+    left = {r: resample - 1 for r in range(0, steps - jump, jump)} if resample > 1 else {}
+    path, r = [0], steps - 1
+    while r >= 0:
+        r -= 1
+        path.append(steps - 1 - r)
+        if left.get(r, 0) > 0:
+            left[r] -= 1
+            for _ in range(jump):
+                r += 1
+                path.append(steps - 1 - r)
     return path
 
 
@@ -75,11 +78,10 @@ def inpaint(run: LoadedRun, image: torch.Tensor, mask: torch.Tensor, n: int = 4,
     """
     sched, s = run.schedule, run.cfg.sample
     ts = [int(t) for t in spaced_timesteps(sched, s.steps, "trailing")] + [0]
-    gens = sample_generators(s.seed, range(n), run.device)
     x0 = image.to(run.device).expand(n, *image.shape[1:])
     fill = mask.to(run.device).expand_as(x0)
     denoise = _denoiser(run, n, labels)
-    x, _ = initial_noise(s.seed, range(n), run.item_shape, run.device)
+    x, gens = initial_noise(s.seed, range(n), run.item_shape, run.device)  # gens continue past x_T's draws
     path = repaint_path(len(ts) - 1, max(1, jump), max(1, resample))
     for a, b in zip(path[:-1], path[1:]):
         t, u = ts[a], ts[b]

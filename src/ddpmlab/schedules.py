@@ -23,7 +23,8 @@ import torch
 from .errors import ConfigError
 
 ScheduleName = Literal["linear", "cosine", "sigmoid", "geometric"]
-Spacing = Literal["leading", "trailing", "linspace", "quadratic", "karras"]
+Spacing = Literal["leading", "trailing", "linspace", "quadratic", "karras", "logsnr"]
+SPACINGS: tuple[str, ...] = ("leading", "trailing", "linspace", "quadratic", "karras", "logsnr")
 # quadratic and karras may return fewer than `steps` timesteps: levels that round to the same t merge.
 
 BETA_MAX = 0.999  # Nichol & Dhariwal 2021, Sec. 3.2: clip beta to avoid a singularity at t = T
@@ -81,11 +82,42 @@ def linear(T: int, beta_start: float | None = None, beta_end: float | None = Non
     Without explicit endpoints they are rescaled by 1000 / T (Nichol & Dhariwal 2021),
     so any T ends near pure noise.
     """
-    scale = 1000.0 / T
-    start = beta_start if beta_start is not None else 1e-4 * scale
-    end = beta_end if beta_end is not None else 0.02 * scale
+    start, end = linear_endpoints(T, beta_start, beta_end)
+    if not 0.0 < start <= end < 1.0:
+        raise ValueError(linear_endpoint_problem(T, start, end))
     betas = torch.linspace(start, end, T, dtype=torch.float64)
     return Schedule("linear", torch.cat([torch.zeros(1, dtype=torch.float64), betas]))
+
+
+def linear_endpoints(T: int, beta_start: float | None = None, beta_end: float | None = None) -> tuple[float, float]:
+    """(beta_1, beta_T) of the linear schedule: the given endpoints, else 1e-4 and 0.02 rescaled by 1000 / T."""
+    scale = 1000.0 / T
+    return (beta_start if beta_start is not None else 1e-4 * scale,
+            beta_end if beta_end is not None else 0.02 * scale)
+
+
+def linear_endpoint_problem(T: int, start: float, end: float) -> str:
+    """The one-line reason why linear betas from `start` to `end` are no variance schedule ('' if they are one)."""
+    if 0.0 < start <= end < 1.0:
+        return ""
+    if end >= 1.0:
+        how = "diffusion.beta_end" if end != 0.02 * 1000.0 / T else f"0.02 x 1000 / T at T={T}"
+        return (f"linear schedule: beta_T = {end:.3g} ({how}) must be below 1, or alpha_bar_T is not in (0, 1); "
+                f"use diffusion.T >= 21, set diffusion.beta_end below 1, or use diffusion.schedule=cosine")
+    return (f"linear schedule needs 0 < beta_start <= beta_end < 1; got beta_start={start:.3g}, "
+            f"beta_end={end:.3g}; fix diffusion.beta_start / diffusion.beta_end")
+
+
+def check_schedule(schedule: Schedule) -> Schedule:
+    """Refuse a schedule whose alpha_bar_T is not in (0, 1) or whose log-SNR is not finite and decreasing for t >= 1."""
+    ab_T = float(schedule.alpha_bar[-1])
+    lam = schedule.log_snr[1:]
+    if not 0.0 < ab_T < 1.0 or not bool(torch.isfinite(lam).all()) or not bool((lam[1:] < lam[:-1]).all()):
+        raise ValueError(
+            f"{schedule.name} schedule at T={schedule.T} gives alpha_bar_T = {ab_T:.3g}; it must lie in (0, 1) with a "
+            f"finite log-SNR at every t (a geometric schedule with a large T underflows: raise diffusion.a or lower T)"
+        )
+    return schedule
 
 
 def cosine(T: int, s: float = 0.008) -> Schedule:
@@ -134,10 +166,10 @@ def make_schedule(
     if T < 1:
         raise ValueError(f"T must be a positive integer, got {T}")
     if name == "linear":
-        return linear(T, beta_start, beta_end)
+        return check_schedule(linear(T, beta_start, beta_end))
     if name == "geometric":
-        return geometric(T, a)
-    return SCHEDULES[name](T)
+        return check_schedule(geometric(T, a))
+    return check_schedule(SCHEDULES[name](T))
 
 
 def schedule_from_config(d) -> Schedule:
@@ -152,8 +184,12 @@ def spaced_timesteps(schedule: Schedule, steps: int, spacing: Spacing = "trailin
     """Decreasing integer timesteps in [1, T] for a sampler that takes `steps` network evaluations.
 
     leading / trailing / linspace follow Lin et al. 2024, Table 2 ("trailing" starts at t = T,
-    so the first step sees pure noise); quadratic is DDIM's Sec. D.2 choice; karras places the
-    steps at the noise levels of Karras et al. 2022, eq. 5 (rho = 7), mapped to the nearest t.
+    so the first step sees pure noise); quadratic is DDIM's Sec. D.2 choice, t = round(linspace(1,
+    sqrt(T), S)^2) here, ending at T where the paper's code ends near 0.8 T (linspace(0, sqrt(0.8 T),
+    S)^2): alpha_bar at 0.8 T is 1.5e-3 under the linear schedule but 0.094 under cosine, so x_T ~ N(0, I)
+    would be started far from its noise level there; ending at T keeps every schedule exact. karras places the
+    steps at the noise levels of Karras et al. 2022, eq. 5 (rho = 7), mapped to the nearest t;
+    logsnr spaces them uniformly in log-SNR (Lu et al. 2022, DPM-Solver, Sec. 3.3's recommended choice).
     """
     T = schedule.T
     if not 1 <= steps <= T:
@@ -168,8 +204,10 @@ def spaced_timesteps(schedule: Schedule, steps: int, spacing: Spacing = "trailin
         ts = torch.round(torch.linspace(1.0, math.sqrt(T), steps, dtype=torch.float64) ** 2)
     elif spacing == "karras":
         ts = _karras_timesteps(schedule, steps)
+    elif spacing == "logsnr":
+        ts = _logsnr_timesteps(schedule, steps)
     else:
-        raise ValueError(f"unknown spacing {spacing!r}; choose leading, trailing, linspace, quadratic, karras")
+        raise ValueError(f"unknown spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
     ts = torch.unique(ts.long().clamp(1, T))  # sorted ascending, duplicates (tiny T) removed
     return ts.flip(0)
 
@@ -184,16 +222,32 @@ def karras_sigmas(sigma_min: float, sigma_max: float, steps: int, rho: float = 7
 KARRAS_SIGMA_MAX = 80.0  # Karras et al. 2022, Table 1: larger noise levels add steps but no quality
 
 
+def _nearest_timesteps(schedule: Schedule, ve_sigmas: torch.Tensor) -> torch.Tensor:
+    """The t in [1, T] whose sigma_t / alpha_t is nearest (in log) to each target; the first is forced to T."""
+    ve_sigma = (schedule.sigma[1:] / schedule.alpha[1:]).clamp_min(1e-12)
+    idx = torch.argmin((ve_sigma.log()[None, :] - ve_sigmas.log()[:, None]).abs(), dim=1)
+    ts = (idx + 1).to(torch.float64)
+    ts[0] = schedule.T
+    return ts
+
+
+def _ve_sigma_range(schedule: Schedule) -> tuple[float, float]:
+    """(sigma at t = 1, min(sigma at T, 80)) of the variance-exploding sigma = sigma_t / alpha_t."""
+    ve_sigma = (schedule.sigma[1:] / schedule.alpha[1:]).clamp_min(1e-12)
+    return float(ve_sigma[0]), min(float(ve_sigma[-1]), KARRAS_SIGMA_MAX)
+
+
 def _karras_timesteps(schedule: Schedule, steps: int) -> torch.Tensor:
     """Nearest discrete t for each Karras noise level of the variance-exploding sigma = sigma_t / alpha_t.
 
     Levels run from sigma at t = 1 to min(sigma at T, 80); the first step is always t = T, where
     x_T ~ N(0, I) is exact (cosine schedules reach sigma ~ 1e4 there, which would waste steps).
     """
-    ve_sigma = (schedule.sigma[1:] / schedule.alpha[1:]).clamp_min(1e-12)
-    sigma_max = min(float(ve_sigma[-1]), KARRAS_SIGMA_MAX)
-    targets = karras_sigmas(float(ve_sigma[0]), sigma_max, steps)
-    idx = torch.argmin((ve_sigma.log()[None, :] - targets.log()[:, None]).abs(), dim=1)
-    ts = (idx + 1).to(torch.float64)
-    ts[0] = schedule.T
-    return ts
+    return _nearest_timesteps(schedule, karras_sigmas(*_ve_sigma_range(schedule), steps))
+
+
+def _logsnr_timesteps(schedule: Schedule, steps: int) -> torch.Tensor:
+    """Nearest discrete t for noise levels uniform in log-SNR = -2 log sigma, over the same range as karras."""
+    lo, hi = _ve_sigma_range(schedule)
+    return _nearest_timesteps(schedule, torch.exp(torch.linspace(math.log(hi), math.log(lo), steps,
+                                                                 dtype=torch.float64)))

@@ -11,11 +11,14 @@ depend on how many processes made it.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
+import dataclasses
 import math
 import signal
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -30,6 +33,7 @@ from .data import TensorData, load_dataset
 from .diffusion import sample_t, training_loss
 from .errors import ConfigError, RunError
 from .guidance import drop_labels
+from .io import run_lock, user_files
 from .models import build_model, count_parameters
 from .runtime import autocast, keep_freed_memory, use_bf16
 from .samplers.run import sample_from_config
@@ -134,6 +138,16 @@ def _train(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, progress: 
     if not resume and ckpt.is_run(run_dir) and not overwrite:
         raise RunError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, "
                        "choose another --out, or pass --force to start over")
+    foreign = [] if resume or ckpt.is_run(run_dir) else user_files(run_dir)
+    if foreign and not overwrite:
+        raise RunError(f"{run_dir} is not empty and holds no run ({len(foreign)} entries, e.g. {foreign[0]}); "
+                       "choose a new or empty --out, or pass --force to write the run among them")
+    with run_lock(run_dir) if distributed.is_main() else contextlib.nullcontext():
+        return _train_locked(cfg, run_dir, resume, progress, log)
+
+
+def _train_locked(cfg: Config, run_dir: Path, resume: bool, progress: bool,
+                  log: Callable[[str], None]) -> TrainResult:
     tc = cfg.train
     main, world = distributed.is_main(), distributed.world_size()
     if not main:  # rank 0 speaks for the job
@@ -152,7 +166,11 @@ def _train(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, progress: 
     x_all = data.x.to(device)
     y_all = data.y.to(device) if data.y is not None and cfg.model.num_classes else None
     if tc.batch_size > len(x_all):
-        raise ConfigError(f"train.batch_size={tc.batch_size} exceeds the {len(x_all)} items of {data.name}")
+        warnings.warn(f"train.batch_size={tc.batch_size} exceeds the {len(x_all)} items of {data.name}; training "
+                      f"with batches of {len(x_all)}, so every step is one epoch", stacklevel=2)
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(tc, batch_size=len(x_all)))
+        tc = cfg.train
+        micro = distributed.local_batch(tc.batch_size, tc.grad_accum)
 
     torch.manual_seed(tc.seed)
     model = build_model(cfg, data.shape).to(device)
@@ -182,6 +200,10 @@ def _train(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, progress: 
         if len(perm) != len(x_all):
             raise RunError(f"{run_dir} was trained on {len(perm)} items but {data.name} has {len(x_all)}; "
                            "resume with the same data")
+        if step >= tc.steps:
+            log(f"{run_dir} is already at its last step ({step} of train.steps={tc.steps}); nothing to train. "
+                f"Extend it with: ddpmlab train --resume {run_dir} --set train.steps={2 * step}")
+            return TrainResult(run_dir, step, math.nan, 0.0, 0.0, False)
         log(f"resuming {run_dir} at step {step}")
     if not main:  # dropout draws from the global generator: give each process its own (rank 0 keeps the saved one)
         torch.manual_seed(tc.seed + 7919 * distributed.rank() + 104729 * step)

@@ -12,13 +12,14 @@ from ..schedules import Spacing
 from .common import Callback, Generators, randn_like
 from .ddim import ddim_invert, sample_ddim
 from .ddpm import sample_ddpm
-from .dpm_solver import sample_dpmpp_2m
+from .dpm_solver import sample_dpmpp_2m, sample_dpmpp_3m
 from .karras import sample_euler, sample_heun
 
 SAMPLERS: dict[str, Callable[..., object]] = {
     "ddpm": sample_ddpm,
     "ddim": sample_ddim,
     "dpmpp-2m": sample_dpmpp_2m,
+    "dpmpp-3m": sample_dpmpp_3m,
     "euler": sample_euler,
     "heun": sample_heun,
 }
@@ -35,6 +36,7 @@ DEFAULT_SPACING: dict[str, Spacing] = {
     "ddpm": "trailing",
     "ddim": "karras",
     "dpmpp-2m": "karras",
+    "dpmpp-3m": "karras",
     "euler": "karras",
     "heun": "karras",
 }
@@ -56,6 +58,7 @@ __all__ = [
     "sample_ddim",
     "sample_ddpm",
     "sample_dpmpp_2m",
+    "sample_dpmpp_3m",
     "sample_euler",
     "sample_heun",
 ]

@@ -62,8 +62,11 @@ def ddim_invert(
 
     x0: (B, ...) data; timesteps: the decreasing ints a decoding run would use, traversed in
     increasing order. Returns x_T: (B, ...) such that sample_ddim(..., timesteps) maps it back
-    to about x0. The step s -> t uses the estimates at (x_s, s); the first step, from s = 0 where
-    the network is undefined, evaluates at (alpha_t x0, t), the point with the same x / alpha.
+    to about x0. Each step s -> t moves x_s along the estimates at (x_s, s):
+        x_t = alpha_t x0_hat(x_s, s) + sigma_t eps_hat(x_s, s).
+    The first step starts at s = 0, where the network is undefined; there x0 is known exactly,
+    and eps is estimated at the point the step reaches to first order, (alpha_{t_1} x0, t_1):
+        x_{t_1} = alpha_{t_1} x0 + sigma_{t_1} eps_hat(alpha_{t_1} x0, t_1).
     callback(i, t, x_t, x0_hat) sees each state on the way up.
     """
     x = x0
@@ -72,7 +75,10 @@ def ddim_invert(
         s = ts[i - 1] if i > 0 else 0
         tt, ss = batched_t(t, x), batched_t(s, x)
         alpha_t = schedule.at(schedule.alpha, tt, x)
-        x0_hat, eps_hat = denoise(x, ss) if s > 0 else denoise(alpha_t * x, tt)
+        if s > 0:
+            x0_hat, eps_hat = denoise(x, ss)
+        else:
+            x0_hat, eps_hat = x0, denoise(alpha_t * x0, tt).eps
         x = alpha_t * x0_hat + schedule.at(schedule.sigma, tt, x) * eps_hat
         if callback is not None:
             callback(i, t, x, x0_hat)

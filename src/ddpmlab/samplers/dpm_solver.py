@@ -11,6 +11,8 @@ Notation (Lu et al. 2022): for the sampler's times t_0 > t_1 > ... > t_M = 0,
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..diffusion import Denoiser
@@ -58,6 +60,57 @@ def sample_dpmpp_2m(
             x = (sigma_s / sigma_t) * x - alpha_s * torch.expm1(-h) * D
             h_prev = h
         prev_x0 = x0_hat
+        if callback is not None:
+            callback(i, s, x, x0_hat)
+    return x
+
+
+@torch.no_grad()
+def sample_dpmpp_3m(
+    denoise: Denoiser,
+    x_T: torch.Tensor,
+    schedule: Schedule,
+    timesteps: torch.Tensor,
+    *,
+    generator: Generators = None,
+    callback: Callback | None = None,
+) -> torch.Tensor:
+    """Lu et al. 2022 (DPM-Solver++), App. B multistep 3rd order in lambda; orders 1, 2 on the first steps.
+
+    With h = lambda_s - lambda_t and the last three x0 estimates m0, m1, m2 at lambda_t > lambda_1 > lambda_2,
+    r0 = (lambda_t - lambda_1) / h, r1 = (lambda_1 - lambda_2) / h, the divided differences
+        D1 = (m0 - m1) / r0 + r0 / (r0 + r1) ((m0 - m1) / r0 - (m1 - m2) / r1),  D2 = (...) / (r0 + r1)
+    enter x_s = (sigma_s / sigma_t) x - alpha_s (phi_1 m0 - phi_2 D1 + phi_3 D2) with
+    phi_1 = e^{-h} - 1, phi_2 = phi_1 / h + 1, phi_3 = (phi_1 + h) / h^2 - 1/2. The last step, to t = 0,
+    returns the final x0 estimate, as in sample_dpmpp_2m. x_T: (B, ...) -> x_0: (B, ...).
+    """
+    lam = (0.5 * schedule.log_snr).tolist()
+    alpha, sigma = schedule.alpha.tolist(), schedule.sigma.tolist()
+    x = x_T
+    ts = [int(t) for t in timesteps]
+    hist: list[tuple[float, torch.Tensor]] = []  # (lambda, x0 estimate), newest last
+    for i, t in enumerate(ts):
+        s = ts[i + 1] if i + 1 < len(ts) else 0
+        x0_hat, _ = denoise(x, batched_t(t, x))
+        hist = [*hist[-2:], (lam[t], x0_hat)]
+        if s == 0:
+            x = x0_hat
+        else:
+            h = lam[s] - lam[t]
+            phi_1 = math.expm1(-h)
+            update = phi_1 * x0_hat
+            if len(hist) >= 2:
+                (l1, m1), r0 = hist[-2], (lam[t] - hist[-2][0]) / h
+                d1_0 = (x0_hat - m1) / r0
+                if len(hist) == 3:
+                    (_, m2), r1 = hist[0], (l1 - hist[0][0]) / h
+                    d1_1 = (m1 - m2) / r1
+                    d2 = (d1_0 - d1_1) / (r0 + r1)
+                    d1 = d1_0 + r0 * d2
+                    update = update - (phi_1 / h + 1.0) * d1 + ((phi_1 + h) / h**2 - 0.5) * d2
+                else:
+                    update = update + 0.5 * phi_1 * d1_0  # second order, as DPM-Solver++(2M)
+            x = (sigma[s] / sigma[t]) * x - alpha[s] * update
         if callback is not None:
             callback(i, s, x, x0_hat)
     return x

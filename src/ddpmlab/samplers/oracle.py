@@ -3,10 +3,10 @@
 energy_distance now lives in ddpmlab.metrics.toy; it is re-exported here for existing imports.
 
 Notation (schedules.py):
-    x0 ~ sum_k w_k N(mu_k, s_k^2 I)     K isotropic components in D dimensions
-    q(x_t | x0) = N(alpha_t x0, sigma_t^2 I), so q(x_t | k) = N(alpha_t mu_k, v_k I), v_k = alpha_t^2 s_k^2 + sigma_t^2
-    r_k(x_t)    posterior responsibility p(k | x_t), proportional to w_k N(x_t; alpha_t mu_k, v_k I)
-    E[x0 | x_t]  = sum_k r_k (mu_k + alpha_t s_k^2 / v_k (x_t - alpha_t mu_k))
+    x0 ~ sum_k w_k N(mu_k, diag(s_k^2))   K axis-aligned components in D dimensions (isotropic: s_k scalar)
+    q(x_t | x0) = N(alpha_t x0, sigma_t^2 I), so q(x_t | k) = N(alpha_t mu_k, diag(v_k)), v_k = alpha_t^2 s_k^2 + sigma_t^2
+    r_k(x_t)    posterior responsibility p(k | x_t), proportional to w_k N(x_t; alpha_t mu_k, diag(v_k))
+    E[x0 | x_t]  = sum_k r_k (mu_k + alpha_t s_k^2 / v_k (x_t - alpha_t mu_k))     (per coordinate)
     E[eps | x_t] = sum_k r_k sigma_t / v_k (x_t - alpha_t mu_k)       (so that alpha_t x0 + sigma_t eps = x_t)
 """
 
@@ -26,7 +26,7 @@ __all__ = ["GaussianMixture", "energy_distance", "oracle_denoiser"]
 
 @dataclass(frozen=True)
 class GaussianMixture:
-    """means: (K, D), stds: (K,) isotropic, weights: (K,) (normalised on use); all float64."""
+    """means: (K, D), stds: (K,) isotropic or (K, D) per axis, weights: (K,) (normalised on use); all float64."""
 
     means: torch.Tensor
     stds: torch.Tensor
@@ -34,8 +34,8 @@ class GaussianMixture:
 
     def __post_init__(self) -> None:
         K = self.means.shape[0]
-        if self.means.dim() != 2 or self.stds.shape != (K,) or self.weights.shape != (K,):
-            raise ValueError("GaussianMixture needs means (K, D), stds (K,) and weights (K,)")
+        if self.means.dim() != 2 or self.stds.shape not in ((K,), self.means.shape) or self.weights.shape != (K,):
+            raise ValueError("GaussianMixture needs means (K, D), stds (K,) or (K, D), and weights (K,)")
         object.__setattr__(self, "means", self.means.to(torch.float64))
         object.__setattr__(self, "stds", self.stds.to(torch.float64))
         object.__setattr__(self, "weights", (self.weights / self.weights.sum()).to(torch.float64))
@@ -55,20 +55,20 @@ class GaussianMixture:
         """n draws: (n, D) float64."""
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         noise = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
-        return self.means[k] + self.stds[k, None] * noise
+        return self.means[k] + self._stds_kd()[k] * noise
+
+    def _stds_kd(self) -> torch.Tensor:
+        """(K, D) per-axis standard deviations."""
+        return self.stds[:, None].expand_as(self.means) if self.stds.dim() == 1 else self.stds
 
     def posterior(self, x_t: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor) -> Denoised:
         """E[x0 | x_t] and E[eps | x_t] for x_t: (B, D) and alpha, sigma: (B, 1); float64 throughout."""
         x = x_t.to(torch.float64)
         mu, w = self.means.to(x.device), self.weights.to(x.device)
-        a, s2 = alpha[:, :, None], self.stds.to(x.device).pow(2)[None, :, None]  # (B, 1, 1), (1, K, 1)
-        v = a * a * s2 + sigma.pow(2)[:, :, None]  # (B, K, 1) marginal variance per component
+        a, s2 = alpha[:, :, None], self._stds_kd().to(x.device).pow(2)[None]  # (B, 1, 1), (1, K, D)
+        v = a * a * s2 + sigma.pow(2)[:, :, None]  # (B, K, D) marginal variance per component and axis
         resid = x[:, None, :] - a * mu[None]  # (B, K, D): x_t - alpha mu_k
-        log_p = (
-            w.log()[None]
-            - 0.5 * resid.pow(2).sum(-1) / v[..., 0]
-            - 0.5 * self.dim * torch.log(2 * math.pi * v[..., 0])
-        )  # (B, K)
+        log_p = w.log()[None] - 0.5 * (resid.pow(2) / v + torch.log(2 * math.pi * v)).sum(-1)  # (B, K)
         r = torch.softmax(log_p, dim=1)[..., None]  # logsumexp-normalised responsibilities
         x0 = (r * (mu[None] + a * s2 / v * resid)).sum(1)
         eps = (r * (sigma[:, :, None] / v * resid)).sum(1)
