@@ -115,9 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("sample", "Generate samples from a trained run.")
     p.add_argument("run", help="run directory")
-    p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
+    p.add_argument("--n", type=int, help="number of samples (default 64; 8 per prompt with --prompt)")
     p.add_argument("--steps", type=int, help="network evaluations (default: the run's sample.steps)")
     p.add_argument("--sampler", help="sampler name (default: the run's sample.sampler)")
+    text_options(p, several=True)
     p.add_argument("--variance", choices=["beta", "posterior"], help="DDPM sigma_t^2: beta_t or beta-tilde_t")
     p.add_argument("--spacing", choices=["auto", "leading", "trailing", "linspace", "quadratic", "karras", "logsnr"],
                    help="timestep spacing (default: the sampler's own, see README)")
@@ -158,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def edit_common(p: argparse.ArgumentParser, image_required: bool = True) -> None:
         p.add_argument("run", help="run directory")
+        text_options(p, several=False)
         p.add_argument("--steps", type=int, help="network evaluations (default: the run's sample.steps)")
         p.add_argument("--seed", type=int)
         p.add_argument("--class", dest="klass", metavar="C", help="class index or name (conditional runs)")
@@ -226,6 +228,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def text_options(p: argparse.ArgumentParser, several: bool) -> None:
+    """--prompt (and, for sampling, --prompts-file) and --text-encoder: text-conditional runs only."""
+    if several:
+        p.add_argument("--prompt", action="append", metavar="TEXT",
+                       help="text runs: a prompt, one grid row each (repeat for several)")
+        p.add_argument("--prompts-file", metavar="FILE", help="text runs: prompts, one per line")
+    else:
+        p.add_argument("--prompt", metavar="TEXT", help="text runs: the prompt to steer the edit towards")
+    p.add_argument("--text-encoder", metavar="DIR", help="text runs: a sentence encoder directory instead of the "
+                   "run's own (same width)")
+
+
+def _prompts(args: argparse.Namespace) -> list[str] | None:
+    """The prompts of --prompt and --prompts-file, in that order; None when neither is given."""
+    from .prompting import read_prompts_file
+
+    given = args.prompt if isinstance(args.prompt, list) else ([] if args.prompt is None else [args.prompt])
+    given = given + (read_prompts_file(args.prompts_file) if getattr(args, "prompts_file", None) else [])
+    return given if given or args.prompt is not None else None
+
+
+def _check_text_guidance(run, *given: object) -> None:
+    """On a text run, guidance needs prompts to guide towards (without them the samples are unconditional)."""
+    if run.cfg.model.context_dim and not run.prompts and any(g is not None for g in given):
+        raise ConfigError(f"--guidance on the text run {run.path} needs a prompt to guide towards; add --prompt TEXT")
+
+
 def _check_out(path: str | Path) -> Path:
     """An output file whose folder exists and is writable."""
     import os
@@ -273,9 +302,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from . import distributed
     from . import sample as S
     from .io import run_lock
+    from .prompting import with_prompts
 
+    prompts = _prompts(args)
+    if args.n is None:
+        args.n = 8 * len(prompts) if prompts else 64
     if args.n < 1:
         raise ConfigError(f"--n must be at least 1, got {args.n}")
+    if prompts and args.n % len(prompts):
+        raise ConfigError(f"--n {args.n} does not split into {len(prompts)} prompt rows; give a multiple of "
+                          f"{len(prompts)}")
     for name in ("steps", "batch_size"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -283,6 +319,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     run_dir = Path(args.run)
     out = _check_out(args.out or run_dir / "samples.png")
     run = S.load_run(run_dir, weights=args.weights, device=args.device)
+    run = with_prompts(run, prompts, args.text_encoder)
+    _check_text_guidance(run, args.guidance, args.guidance_sweep)
     _check_sampler(args.sampler)
     spacing = args.spacing or ("auto" if args.sampler else None)  # a new sampler brings its own spacing
     run = S.with_sample_settings(run, steps=args.steps, sampler=args.sampler, variance=args.variance,
@@ -311,8 +349,10 @@ def _sample_files(args: argparse.Namespace, run, run_dir: Path, out: Path, label
         files = [S.guidance_sweep(run, weights, out, per_cell=max(1, min(args.n, 8)))]
     else:
         s = run.cfg.sample
+        guided = s.guidance and (run.prompts or not run.cfg.model.context_dim)
         print(f"sampling {args.n} from {run_dir} (step {run.step}) with {s.sampler}, {s.steps} steps"
-              f"{f', guidance {s.guidance:g}' if s.guidance else ''}, seed {s.seed}")
+              f"{f', guidance {s.guidance:g}' if guided else ''}, seed {s.seed}"
+              f"{f', {len(run.prompts)} prompts' if run.prompts else ', unconditional (no --prompt)' if run.cfg.model.context_dim else ''}")
         if args.n > s.batch_size:  # batch by batch to OUT.parts/: an interrupted run resumes where it stopped
             try:
                 samples, _ = S.sample_in_parts(run, args.n, out, labels, progress=True)
@@ -360,7 +400,11 @@ def _edit_run(args: argparse.Namespace, sampler: str | None = None):
 
     if args.steps is not None and args.steps < 1:
         raise ConfigError(f"--steps must be at least 1, got {args.steps}")
+    from .prompting import with_prompts
+
     run = S.load_run(args.run, weights=args.weights, device=args.device)
+    run = with_prompts(run, _prompts(args), args.text_encoder)
+    _check_text_guidance(run, args.guidance)
     run = S.with_sample_settings(run, steps=args.steps, seed=args.seed, guidance=args.guidance, sampler=sampler)
     S.check_guidance(run, run.cfg.sample.guidance)
     if not run.is_image:

@@ -122,5 +122,34 @@ def read_prompts_file(path: str) -> list[str]:
     return prompts
 
 
+_ENCODERS: dict[tuple[str, str], SentenceEncoder] = {}  # loaded once per process, per (directory, device)
+
+
+def with_prompts(run: Any, prompts: Sequence[str] | None, text_encoder: str | None = None) -> Any:
+    """A copy of a LoadedRun that samples with prompts (checked); None or [] keeps the run as it is."""
+    import dataclasses
+
+    if text_encoder and not run.cfg.model.context_dim:
+        raise ConfigError(f"--text-encoder needs a text-conditional run; {run.path} was trained without prompts")
+    if not prompts:
+        return dataclasses.replace(run, text_encoder=text_encoder or run.text_encoder)
+    if not run.cfg.model.context_dim:
+        what = "class labels: use --class" if run.cfg.model.num_classes else "no conditioning"
+        raise ConfigError(f"--prompt needs a text-conditional run; {run.path} was trained with {what} "
+                          "(model.context_dim = 0)")
+    return dataclasses.replace(run, prompts=tuple(check_prompts(prompts)),
+                               text_encoder=text_encoder or run.text_encoder)
+
+
+def run_context(run: Any, n: int) -> TextContext | None:
+    """The n samples' context for run.prompts (in blocks), encoded once; None without prompts (the null prompt)."""
+    if not run.prompts:
+        return None
+    key = (run.text_encoder or run.cfg.model.text_encoder, str(run.device))
+    if key not in _ENCODERS:
+        _ENCODERS[key] = run_encoder(run.cfg, run.device, run.text_encoder or None)
+    return prompt_context(_ENCODERS[key], run.prompts, n)
+
+
 __all__ = ["NULL_PROMPT", "CaptionBatches", "check_prompts", "encoder_meta", "preview_prompts", "prompt_context",
-           "prompt_rows", "read_prompts_file", "run_encoder", "training_options"]
+           "prompt_rows", "read_prompts_file", "run_context", "run_encoder", "training_options", "with_prompts"]

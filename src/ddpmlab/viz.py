@@ -232,7 +232,8 @@ def guidance_figure(weights: Sequence[float], blocks: Sequence[torch.Tensor], pe
         ax.set_xticks([])
         step = imgs.shape[-1] + 2
         ax.set_yticks([2 + step * (i + 0.5) for i in range(len(class_names))])
-        ax.set_yticklabels(class_names if ax is axes[0][0] else [""] * len(class_names), fontsize=8)
+        ax.set_yticklabels([_wrap(c) for c in class_names] if ax is axes[0][0] else [""] * len(class_names),
+                           fontsize=8)
     fig.suptitle("classifier-free guidance: (1 + w) eps(x, c) - w eps(x)", fontsize=10)
     _save_figure(fig, path)
 

@@ -89,7 +89,8 @@ def denoiser_from_config(cfg, model: torch.nn.Module, schedule: Schedule, item_s
                          labels: torch.Tensor | None, guidance: float,
                          context: TextContext | None = None) -> Callable[[slice], Denoiser]:
     """denoiser_for(slice) for a run: labels or prompts per sample, classifier-free guidance, x0 clipping."""
-    net = guided(model, guidance, cfg.model.num_classes) if guidance and context is None else model
+    labelled = guidance and context is None and cfg.model.num_classes  # a text run without prompts: unguided
+    net = guided(model, guidance, cfg.model.num_classes) if labelled else model
     clip = 1.0 if cfg.sample.clip and len(item_shape) == 3 else None
     bf16 = _sample_in_bf16(cfg, item_shape, next(model.parameters()).device)
     if bf16 and context is None:
