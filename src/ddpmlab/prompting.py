@@ -137,18 +137,22 @@ def with_prompts(run: Any, prompts: Sequence[str] | None, text_encoder: str | No
         what = "class labels: use --class" if run.cfg.model.num_classes else "no conditioning"
         raise ConfigError(f"--prompt needs a text-conditional run; {run.path} was trained with {what} "
                           "(model.context_dim = 0)")
-    return dataclasses.replace(run, prompts=tuple(check_prompts(prompts)),
-                               text_encoder=text_encoder or run.text_encoder)
+    run = dataclasses.replace(run, prompts=tuple(check_prompts(prompts)), text_encoder=text_encoder or run.text_encoder)
+    _run_encoder(run)  # a missing or mismatched encoder fails here, before anything is sampled or written
+    return run
+
+
+def _run_encoder(run: Any) -> SentenceEncoder:
+    """The run's encoder (or its --text-encoder), loaded once per process and device."""
+    key = (run.text_encoder or run.cfg.model.text_encoder, str(run.device))
+    if key not in _ENCODERS:
+        _ENCODERS[key] = run_encoder(run.cfg, run.device, run.text_encoder or None)
+    return _ENCODERS[key]
 
 
 def run_context(run: Any, n: int) -> TextContext | None:
     """The n samples' context for run.prompts (in blocks), encoded once; None without prompts (the null prompt)."""
-    if not run.prompts:
-        return None
-    key = (run.text_encoder or run.cfg.model.text_encoder, str(run.device))
-    if key not in _ENCODERS:
-        _ENCODERS[key] = run_encoder(run.cfg, run.device, run.text_encoder or None)
-    return prompt_context(_ENCODERS[key], run.prompts, n)
+    return prompt_context(_run_encoder(run), run.prompts, n) if run.prompts else None
 
 
 __all__ = ["NULL_PROMPT", "CaptionBatches", "check_prompts", "encoder_meta", "preview_prompts", "prompt_context",
