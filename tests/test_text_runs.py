@@ -14,6 +14,7 @@ from ddpmlab.config import build_config
 from ddpmlab.downloads import NpmTarball, sha512_integrity
 from ddpmlab.errors import ConfigError
 from ddpmlab.guidance import prompted
+from ddpmlab.metrics.alignment import _ranks, alignment, format_alignment
 from ddpmlab.models import build_model
 from ddpmlab.prompting import prompt_context, run_encoder
 from ddpmlab.sample import LoadedRun, load_run, sample
@@ -93,7 +94,7 @@ def test_prompt_context_encodes_each_prompt_once_in_blocks(text_run):
     forward = enc._forward
     enc._forward = lambda prompts: seen.append(list(prompts)) or forward(prompts)
     ctx = prompt_context(enc, ["a cat", "a dog", "a cat"], 6)
-    assert seen == [["a cat", "a dog"]]
+    assert [sorted(s) for s in seen] == [["a cat", "a dog"]]  # one forward, each prompt once
     assert len(ctx) == 6 and torch.equal(ctx.pooled[0], ctx.pooled[1]) and torch.equal(ctx.pooled[0], ctx.pooled[4])
     assert not torch.equal(ctx.pooled[0], ctx.pooled[2])
 
@@ -154,3 +155,26 @@ def test_training_a_few_steps_on_each_caption_source(source, enc_dir, tmp_path, 
     kv = [p for n, p in run.model.named_parameters() if n.endswith("cross.proj.weight") or "mid_cross.proj" in n]
     assert kv and any(p.abs().sum() > 0 for p in kv)  # gradients reached cross-attention from zero
     assert sample(run, 2, prompts=["a red apple"]).shape[0] == 2
+    if source != "folder":  # alignment scoring: classifier for templates, retrieval for captions
+        r = alignment(run, [0.0, 2.0], per_prompt=1)
+        assert [row["guidance"] for row in r["rows"]] == [0.0, 2.0]
+        if source == "templates":
+            assert len(r["prompts"]) == 20 and r["chance"] == 0.1 and r["ceiling"] > 0.9  # held-out phrasings
+            assert all(0 <= row["accuracy"] <= 1 for row in r["rows"])
+        else:
+            assert r["prompts"] == ["red apple", "smiling face with heart-shaped eyes"] and r["chance"]["top1"] == 0.5
+            assert all(0.5 <= row["mrr"] <= 1 for row in r["rows"])
+        assert len(format_alignment(r)) == 3
+
+
+def test_retrieval_ranks_follow_the_neighbours_captions(monkeypatch):
+    import ddpmlab.metrics.alignment as A
+
+    monkeypatch.setattr(A, "NEIGHBOURS", 2)  # each image's two copies in the training set
+    train_x = torch.stack([torch.full((1, 2, 2), v) for v in (-1.0, 0.0, 1.0)])
+    captions = torch.eye(3)  # caption j is orthogonal to the others
+    own = torch.tensor([0, 1, 2])
+    near = _ranks(train_x + 0.01, own, train_x.repeat(2, 1, 1, 1), captions.repeat(2, 1), captions)
+    assert near.tolist() == [1, 1, 1]
+    wrong = _ranks(train_x, torch.tensor([2, 0, 1]), train_x.repeat(2, 1, 1, 1), captions.repeat(2, 1), captions)
+    assert wrong.tolist() == [2, 2, 2]  # the own prompt ties with none and loses to the neighbours' caption

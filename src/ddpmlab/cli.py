@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
+from .cli_text import check_text_guidance, eval_prompts, prompts_of, text_options
 from .errors import ConfigError, DDPMLabError, RunError
 
 EXAMPLES = {
@@ -210,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="feature network: auto (shipped MNIST/Fashion classifier, else Inception if weights are "
                         "given, else a pixel projection), classifier, inception")
     p.add_argument("--inception-weights", metavar="PATH", help="inception_v3 state dict (.safetensors or .pth)")
+    p.add_argument("--prompts", choices=["eval"], help="text runs: score prompt alignment on the held-out prompts "
+                   "(templated data: the shipped classifier; captions: retrieval) instead of FID")
+    p.add_argument("--per-prompt", type=_positive, default=8, help="with --prompts: samples per prompt (default 8)")
     p.add_argument("--seed", type=int, help="sampling seed (default: the run's sample.seed)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--weights", choices=["ema", "model"], default="ema")
@@ -226,33 +230,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", choices=["ema", "model"], default="ema")
     p.add_argument("--device", default="auto")
     return parser
-
-
-def text_options(p: argparse.ArgumentParser, several: bool) -> None:
-    """--prompt (and, for sampling, --prompts-file) and --text-encoder: text-conditional runs only."""
-    if several:
-        p.add_argument("--prompt", action="append", metavar="TEXT",
-                       help="text runs: a prompt, one grid row each (repeat for several)")
-        p.add_argument("--prompts-file", metavar="FILE", help="text runs: prompts, one per line")
-    else:
-        p.add_argument("--prompt", metavar="TEXT", help="text runs: the prompt to steer the edit towards")
-    p.add_argument("--text-encoder", metavar="DIR", help="text runs: a sentence encoder directory instead of the "
-                   "run's own (same width)")
-
-
-def _prompts(args: argparse.Namespace) -> list[str] | None:
-    """The prompts of --prompt and --prompts-file, in that order; None when neither is given."""
-    from .prompting import read_prompts_file
-
-    given = args.prompt if isinstance(args.prompt, list) else ([] if args.prompt is None else [args.prompt])
-    given = given + (read_prompts_file(args.prompts_file) if getattr(args, "prompts_file", None) else [])
-    return given if given or args.prompt is not None else None
-
-
-def _check_text_guidance(run, *given: object) -> None:
-    """On a text run, guidance needs prompts to guide towards (without them the samples are unconditional)."""
-    if run.cfg.model.context_dim and not run.prompts and any(g is not None for g in given):
-        raise ConfigError(f"--guidance on the text run {run.path} needs a prompt to guide towards; add --prompt TEXT")
 
 
 def _check_out(path: str | Path) -> Path:
@@ -304,7 +281,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .io import run_lock
     from .prompting import with_prompts
 
-    prompts = _prompts(args)
+    prompts = prompts_of(args)
     if args.n is None:
         args.n = 8 * len(prompts) if prompts else 64
     if args.n < 1:
@@ -320,7 +297,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out = _check_out(args.out or run_dir / "samples.png")
     run = S.load_run(run_dir, weights=args.weights, device=args.device)
     run = with_prompts(run, prompts, args.text_encoder)
-    _check_text_guidance(run, args.guidance, args.guidance_sweep)
+    check_text_guidance(run, args.guidance, args.guidance_sweep)
     _check_sampler(args.sampler)
     spacing = args.spacing or ("auto" if args.sampler else None)  # a new sampler brings its own spacing
     run = S.with_sample_settings(run, steps=args.steps, sampler=args.sampler, variance=args.variance,
@@ -403,8 +380,8 @@ def _edit_run(args: argparse.Namespace, sampler: str | None = None):
     from .prompting import with_prompts
 
     run = S.load_run(args.run, weights=args.weights, device=args.device)
-    run = with_prompts(run, _prompts(args), args.text_encoder)
-    _check_text_guidance(run, args.guidance)
+    run = with_prompts(run, prompts_of(args), args.text_encoder)
+    check_text_guidance(run, args.guidance)
     run = S.with_sample_settings(run, steps=args.steps, seed=args.seed, guidance=args.guidance, sampler=sampler)
     S.check_guidance(run, run.cfg.sample.guidance)
     if not run.is_image:
@@ -533,6 +510,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         _check_sampler(name)
     sweep = _csv_floats(args.guidance_sweep) if args.guidance_sweep is not None else None
     run = load_run(args.run, weights=args.weights, device=args.device)
+    if args.prompts:
+        return eval_prompts(args, run, sweep)
     r = evaluate(run, args.n, args.sampler, args.steps, guidance=args.guidance, guidance_sweep=sweep,
                  sweep_steps=args.sweep_steps, samplers=samplers, features=args.features,
                  inception_weights=args.inception_weights, seed=args.seed, batch_size=args.batch_size, progress=True)
