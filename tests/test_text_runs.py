@@ -10,6 +10,7 @@ from PIL import Image
 
 from ddpmlab import checkpoint as ckpt
 from ddpmlab import downloads, emoji
+from ddpmlab.cli import main
 from ddpmlab.config import build_config
 from ddpmlab.downloads import NpmTarball, sha512_integrity
 from ddpmlab.errors import ConfigError
@@ -155,7 +156,17 @@ def test_training_a_few_steps_on_each_caption_source(source, enc_dir, tmp_path, 
     kv = [p for n, p in run.model.named_parameters() if n.endswith("cross.proj.weight") or "mid_cross.proj" in n]
     assert kv and any(p.abs().sum() > 0 for p in kv)  # gradients reached cross-attention from zero
     assert sample(run, 2, prompts=["a red apple"]).shape[0] == 2
-    if source != "folder":  # alignment scoring: classifier for templates, retrieval for captions
+    if source == "folder":  # the command line: a grid row per prompt, a guidance sweep, a prompted edit
+        run_dir, out = str(tmp_path / "run"), tmp_path / "grid.png"
+        assert main(["sample", run_dir, "--prompt", "a red apple", "--prompt", "a dog", "--n", "4", "--steps", "2",
+                     "--guidance", "2", "--out", str(out)]) == 0
+        assert out.is_file() and np.load(out.with_suffix(".npz"))["images"].shape == (4, 16, 16, 1)
+        assert main(["sample", run_dir, "--prompt", "a dog", "--guidance-sweep", "0,2", "--n", "2", "--steps", "2",
+                     "--out", str(tmp_path / "sweep.png")]) == 0
+        assert main(["interpolate", run_dir, "--prompt", "a dog", "--frames", "2", "--steps", "2",
+                     "--out", str(tmp_path / "lerp.png")]) == 0
+        assert (tmp_path / "sweep.png").is_file() and (tmp_path / "lerp.png").is_file()
+    else:  # alignment scoring: classifier for templates, retrieval for captions
         r = alignment(run, [0.0, 2.0], per_prompt=1)
         assert [row["guidance"] for row in r["rows"]] == [0.0, 2.0]
         if source == "templates":
