@@ -143,7 +143,8 @@ def test_training_a_few_steps_on_each_caption_source(source, enc_dir, tmp_path, 
         "emoji": ("emoji-text", ["train.batch_size=2", "model.attention_resolutions=[16]",
                                  f"data.root='{_emoji_root(tmp_path, monkeypatch) if source == 'emoji' else ''}'"]),
         "folder": ("mnist", [f"data.name='folder:{_captioned_folder(tmp_path)}'", "model.attention_resolutions=[8]"]),
-        "templates": ("mnist", ["data.name='mnist-5k'", "data.captions='templates'", "model.attention_resolutions=[7]"]),
+        "templates": ("mnist", ["data.name='mnist-5k'", "data.captions='templates'",
+                                "model.attention_resolutions=[7]"]),
     }[source]
     cfg = build_config(preset, None, [*TINY, f"model.text_encoder='{enc_dir}'", *extra])
     res = train(cfg, tmp_path / "run", progress=False, log=lambda _: None)

@@ -327,9 +327,10 @@ def _sample_files(args: argparse.Namespace, run, run_dir: Path, out: Path, label
     else:
         s = run.cfg.sample
         guided = s.guidance and (run.prompts or not run.cfg.model.context_dim)
+        text = f", {len(run.prompts)} prompts" if run.prompts else ""
+        text = text or (", unconditional (no --prompt)" if run.cfg.model.context_dim else "")
         print(f"sampling {args.n} from {run_dir} (step {run.step}) with {s.sampler}, {s.steps} steps"
-              f"{f', guidance {s.guidance:g}' if guided else ''}, seed {s.seed}"
-              f"{f', {len(run.prompts)} prompts' if run.prompts else ', unconditional (no --prompt)' if run.cfg.model.context_dim else ''}")
+              f"{f', guidance {s.guidance:g}' if guided else ''}, seed {s.seed}{text}")
         if args.n > s.batch_size:  # batch by batch to OUT.parts/: an interrupted run resumes where it stopped
             try:
                 samples, _ = S.sample_in_parts(run, args.n, out, labels, progress=True)

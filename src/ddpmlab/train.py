@@ -281,7 +281,8 @@ def _train_locked(cfg: Config, run_dir: Path, resume: bool, progress: bool,
                     # all-reduces them once, on the last micro-batch.
                     with distributed.no_sync(net, sync=k == tc.grad_accum - 1):
                         with autocast(bf16, device):
-                            part = training_loss(net if ctx is None else partial(net, context=ctx.select(rows)), schedule, x0[rows], t[rows], eps[rows],
+                            call = net if ctx is None else partial(net, context=ctx.select(rows))
+                            part = training_loss(call, schedule, x0[rows], t[rows], eps[rows],
                                                  None if y is None else y[rows], prediction=cfg.diffusion.prediction,
                                                  weighting=cfg.diffusion.weighting,
                                                  min_snr_gamma=cfg.diffusion.min_snr_gamma) / tc.grad_accum
