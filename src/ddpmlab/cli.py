@@ -213,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inception-weights", metavar="PATH", help="inception_v3 state dict (.safetensors or .pth)")
     p.add_argument("--prompts", choices=["eval"], help="text runs: score prompt alignment on the held-out prompts "
                    "(templated data: the shipped classifier; captions: retrieval) instead of FID")
-    p.add_argument("--per-prompt", type=_positive, default=8, help="with --prompts: samples per prompt (default 8)")
+    p.add_argument("--per-prompt", type=_positive, help="with --prompts: samples per prompt (default 8)")
     p.add_argument("--seed", type=int, help="sampling seed (default: the run's sample.seed)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--weights", choices=["ema", "model"], default="ema")
@@ -513,6 +513,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     run = load_run(args.run, weights=args.weights, device=args.device)
     if args.prompts:
         return eval_prompts(args, run, sweep)
+    if args.per_prompt is not None:
+        raise ConfigError("--per-prompt applies only to eval --prompts")
     r = evaluate(run, args.n, args.sampler, args.steps, guidance=args.guidance, guidance_sweep=sweep,
                  sweep_steps=args.sweep_steps, samplers=samplers, features=args.features,
                  inception_weights=args.inception_weights, seed=args.seed, batch_size=args.batch_size, progress=True)

@@ -49,7 +49,7 @@ def eval_prompts(args: argparse.Namespace, run, sweep: list[float] | None) -> in
         raise ConfigError(f"{', '.join(unused) or '--n'} does not apply to eval --prompts (use --per-prompt)")
     run = with_sample_settings(run, sampler=args.sampler, steps=args.steps, seed=args.seed)
     r = alignment(run, sweep or [args.guidance if args.guidance is not None else run.cfg.sample.guidance],
-                  args.per_prompt)
+                  args.per_prompt or 8)
     out = Path(args.run) / "alignment.json"
     atomic_write(out, lambda f: f.write(json.dumps(r, indent=2).encode()))
     print("\n".join(format_alignment(r)))
