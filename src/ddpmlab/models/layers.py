@@ -71,28 +71,47 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
-def matmul_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d)) v for (B, heads, N, d) tensors, as two matmuls and a softmax."""
-    return torch.softmax((q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2), dim=-1).to(v.dtype) @ v
+def matmul_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v for q (B, heads, N, d), k, v (B, heads, M, d), as two matmuls and a softmax.
+
+    mask (B, 1, 1, M) bool, True = attend: keys where it is False get weight 0 (a key padding mask).
+    """
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.softmax(scores, dim=-1).to(v.dtype) @ v
 
 
-SCORES_PER_CHUNK = 1 << 20  # attention scores (B * heads * N * N) per chunk when sampling: 2 MiB in bf16
+SCORES_PER_CHUNK = 1 << 20  # attention scores (B * heads * N * M) per chunk when sampling: 2 MiB in bf16
 
 
-def cpu_bf16_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def cpu_bf16_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Attention in bf16 on the CPU, where two matmuls and a softmax run 2-5x faster than SDPA's kernels.
 
     Without autograd (sampling), large batches go through in chunks whose scores stay in the CPU's cache:
     at batch 512, 16 heads and 64 positions, 37 ms instead of 166 ms per call (benchmarks/RESULTS.md, levers).
     """
     B, heads, N, _ = q.shape
-    rows = max(1, SCORES_PER_CHUNK // (heads * N * N))
-    if torch.is_grad_enabled() or B * heads * N * N <= 8 * SCORES_PER_CHUNK:
-        return matmul_attention(q, k, v)
-    out = torch.empty_like(v)
+    M = k.shape[-2]
+    rows = max(1, SCORES_PER_CHUNK // (heads * N * M))
+    if torch.is_grad_enabled() or B * heads * N * M <= 8 * SCORES_PER_CHUNK:
+        return matmul_attention(q, k, v, mask)
+    out = torch.empty_like(q, dtype=v.dtype)
     for i in range(0, B, rows):
-        out[i : i + rows] = matmul_attention(q[i : i + rows], k[i : i + rows], v[i : i + rows])
+        part = None if mask is None else mask[i : i + rows]
+        out[i : i + rows] = matmul_attention(q[i : i + rows], k[i : i + rows], v[i : i + rows], part)
     return out
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Scaled dot-product attention (Vaswani et al. 2017, eq. 1): the bf16 CPU path there, SDPA elsewhere."""
+    if q.device.type == "cpu" and q.dtype == torch.bfloat16:
+        return cpu_bf16_attention(q, k, v, mask)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
 class Attention(nn.Module):
@@ -112,10 +131,7 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
         q, k, v = self.qkv(self.norm(x)).reshape(B, 3, self.heads, C // self.heads, H * W).transpose(-1, -2).unbind(1)
-        if q.device.type == "cpu" and q.dtype == torch.bfloat16:
-            out = cpu_bf16_attention(q, k, v)
-        else:
-            out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, HW, C/heads)
+        out = attend(q, k, v)  # (B, heads, HW, C/heads)
         return x + self.proj(out.transpose(-1, -2).reshape(B, C, H, W))
 
 

@@ -1,6 +1,7 @@
 """The DDPM U-Net (Ho et al. 2020, App. B), configurable from a dataclass.
 
-Shapes: x (B, C, H, W) -> (B, C_out, H, W); t (B,); y (B,) class labels or None.
+Shapes: x (B, C, H, W) -> (B, C_out, H, W); t (B,); y (B,) class labels or None;
+context: encoded prompts (ddpmlab.text.TextContext or (tokens (B, L, D), mask (B, L), pooled (B, D))) or None.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .cross_attention import CrossAttention, TextConditioning
 from .layers import Attention, Downsample, ResBlock, TimeEmbedding, Upsample, groups_for
 
 
@@ -25,6 +27,7 @@ class UNetConfig:
     heads: int = 1
     dropout: float = 0.0
     num_classes: int = 0  # > 0 adds a label embedding with one extra "null" class
+    context_dim: int = 0  # > 0: cross-attention to prompt tokens of this width wherever there is self-attention
 
 
 def check_image_size(image_size: int, levels: int) -> None:
@@ -37,7 +40,7 @@ def check_image_size(image_size: int, levels: int) -> None:
 
 
 class UNet(nn.Module):
-    """Residual U-Net with sinusoidal time embedding, optional attention and class conditioning."""
+    """Residual U-Net with sinusoidal time embedding, optional attention, class and text conditioning."""
 
     def __init__(self, cfg: UNetConfig):
         super().__init__()
@@ -47,6 +50,7 @@ class UNet(nn.Module):
         emb_dim = 4 * ch
         self.embed = TimeEmbedding(ch, emb_dim, cfg.num_classes)
         self.stem = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
+        self.text = TextConditioning(cfg.context_dim, emb_dim) if cfg.context_dim else None
 
         widths = [ch * m for m in cfg.channel_mults]
         self.down = nn.ModuleList()
@@ -64,6 +68,7 @@ class UNet(nn.Module):
         self.mid = nn.ModuleList(
             [ResBlock(cur, cur, emb_dim, cfg.dropout), Attention(cur, cfg.heads), ResBlock(cur, cur, emb_dim, cfg.dropout)]
         )
+        self.mid_cross = CrossAttention(cur, cfg.context_dim, cfg.heads) if cfg.context_dim else None
 
         self.up = nn.ModuleList()
         for level, width in reversed(list(enumerate(widths))):
@@ -83,28 +88,47 @@ class UNet(nn.Module):
     def _block(self, in_ch: int, out_ch: int, emb_dim: int, size: int) -> nn.Module:
         res = ResBlock(in_ch, out_ch, emb_dim, self.cfg.dropout)
         if size in self.cfg.attention_resolutions:
-            return _ResAttn(res, Attention(out_ch, self.cfg.heads))
+            cross = CrossAttention(out_ch, self.cfg.context_dim, self.cfg.heads) if self.cfg.context_dim else None
+            return _ResAttn(res, Attention(out_ch, self.cfg.heads), cross)
         return res
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, context: object | None = None
+    ) -> torch.Tensor:
         emb = self.embed(t, y)
+        text = None
+        if self.text is not None:  # context None: every row gets the learned null context
+            tokens, mask, pooled_emb = self.text(context, x.shape[0])
+            emb, text = emb + pooled_emb, (tokens, mask)
+        elif context is not None:
+            raise ValueError("this U-Net takes no text context (model.context_dim = 0); pass context=None")
         h = self.stem(x)
         hs = [h]
         for layer in self.down:
-            h = layer(h) if isinstance(layer, Downsample) else layer(h, emb)
+            h = layer(h) if isinstance(layer, Downsample) else _block_forward(layer, h, emb, text)
             hs.append(h)
-        h = self.mid[2](self.mid[1](self.mid[0](h, emb)), emb)
+        h = self.mid[1](self.mid[0](h, emb))
+        if self.mid_cross is not None:
+            h = self.mid_cross(h, *text)
+        h = self.mid[2](h, emb)
         for layer in self.up:
-            h = layer(h) if isinstance(layer, Upsample) else layer(torch.cat([h, hs.pop()], dim=1), emb)
+            skip = None if isinstance(layer, Upsample) else hs.pop()
+            h = layer(h) if skip is None else _block_forward(layer, torch.cat([h, skip], dim=1), emb, text)
         return self.head(h)
 
 
+def _block_forward(layer: nn.Module, h: torch.Tensor, emb: torch.Tensor, text: tuple | None) -> torch.Tensor:
+    """A residual block, or a residual + attention block that also reads the prompt tokens."""
+    return layer(h, emb, text) if isinstance(layer, _ResAttn) else layer(h, emb)
+
+
 class _ResAttn(nn.Module):
-    """A residual block followed by self-attention at the same resolution."""
+    """A residual block followed by self-attention and, in text-conditional networks, cross-attention."""
 
-    def __init__(self, res: ResBlock, attn: Attention):
+    def __init__(self, res: ResBlock, attn: Attention, cross: CrossAttention | None = None):
         super().__init__()
-        self.res, self.attn = res, attn
+        self.res, self.attn, self.cross = res, attn, cross
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        return self.attn(self.res(x, emb))
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, text: tuple[torch.Tensor, torch.Tensor] | None = None):
+        h = self.attn(self.res(x, emb))
+        return h if self.cross is None else self.cross(h, *text)

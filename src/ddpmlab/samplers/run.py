@@ -15,7 +15,8 @@ from tqdm.auto import tqdm
 
 from .. import distributed
 from ..diffusion import Denoiser, make_denoiser
-from ..guidance import guided
+from ..guidance import guided, prompted
+from ..text.context import TextContext
 from ..runtime import autocast, keep_freed_memory, use_bf16
 from ..schedules import Schedule, Spacing, spaced_timesteps
 from .common import Callback
@@ -86,15 +87,22 @@ def sampler_options(sampler: Callable[..., Any], settings: Any) -> dict[str, Any
 
 
 def denoiser_from_config(cfg, model: torch.nn.Module, schedule: Schedule, item_shape: tuple[int, ...],
-                         labels: torch.Tensor | None, guidance: float) -> Callable[[slice], Denoiser]:
-    """denoiser_for(slice) for a run: labels per sample, classifier-free guidance, x0 clipping for images."""
-    net = guided(model, guidance, cfg.model.num_classes) if guidance else model
+                         labels: torch.Tensor | None, guidance: float,
+                         context: TextContext | None = None) -> Callable[[slice], Denoiser]:
+    """denoiser_for(slice) for a run: labels or prompts per sample, classifier-free guidance, x0 clipping."""
+    labelled = guidance and context is None and cfg.model.num_classes  # a text run without prompts: unguided
+    net = guided(model, guidance, cfg.model.num_classes) if labelled else model
     clip = 1.0 if cfg.sample.clip and len(item_shape) == 3 else None
-    if _sample_in_bf16(cfg, item_shape, next(model.parameters()).device):
+    bf16 = _sample_in_bf16(cfg, item_shape, next(model.parameters()).device)
+    if bf16 and context is None:
         net = _autocast(net, next(model.parameters()).device)
 
     def denoiser_for(sl: slice) -> Denoiser:
-        return make_denoiser(net, schedule, cfg.diffusion.prediction, y=None if labels is None else labels[sl],
+        part = net
+        if context is not None:  # sample i keeps prompt i, whichever batch it falls in
+            part = prompted(model, context.select(sl), guidance)
+            part = _autocast(part, next(model.parameters()).device) if bf16 else part
+        return make_denoiser(part, schedule, cfg.diffusion.prediction, y=None if labels is None else labels[sl],
                              clip=clip)
 
     return denoiser_for
@@ -138,12 +146,14 @@ def sample_from_config(
     batch_size: int | None = None,
     progress: bool = False,
     part: slice | None = None,
+    context: TextContext | None = None,
 ) -> torch.Tensor:
     """n samples from a network with a run config's sampler settings (cfg.sample, cfg.diffusion).
 
     part: only samples [part] of the n (this process alone, no split across processes).
 
     labels: (n,) class labels for a conditional model; None gives 0, 1, ..., K-1, 0, 1, ... in order.
+    context: n encoded prompts (one row per sample) for a text-conditional model; None is the null prompt.
     Under torchrun every process must call this: each generates its shard of the indices and every process
     returns all n samples, in index order. With a callback (which sees the first batch whole) each process
     generates everything itself.
@@ -161,7 +171,9 @@ def sample_from_config(
         warnings.warn(steps_warning(s.sampler, s.steps), stacklevel=2)
     split = callback is None and part is None and distributed.world_size() > 1
     mine = distributed.shard(n) if split else part
-    x = generate(denoiser_from_config(cfg, model, schedule, item_shape, labels, guidance), sampler, schedule,
+    if context is not None:
+        context = context.to(device)
+    x = generate(denoiser_from_config(cfg, model, schedule, item_shape, labels, guidance, context), sampler, schedule,
                  item_shape, n, steps=s.steps, spacing=resolve_spacing(s.sampler, s.spacing, s.steps, schedule.T),
                  seed=s.seed, batch_size=batch_size or s.batch_size, device=device, callback=callback, progress=progress,
                  options=sampler_options(sampler, s), part=mine)
