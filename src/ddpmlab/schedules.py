@@ -101,7 +101,7 @@ def linear_endpoint_problem(T: int, start: float, end: float) -> str:
     if 0.0 < start <= end < 1.0:
         return ""
     if end >= 1.0:
-        how = "diffusion.beta_end" if end != 0.02 * 1000.0 / T else f"0.02 x 1000 / T at T={T}"
+        how = "diffusion.beta_end" if not math.isclose(end, 0.02 * 1000.0 / T) else f"0.02 x 1000 / T at T={T}"
         return (f"linear schedule: beta_T = {end:.3g} ({how}) must be below 1, or alpha_bar_T is not in (0, 1); "
                 f"use diffusion.T >= 21, set diffusion.beta_end below 1, or use diffusion.schedule=cosine")
     return (f"linear schedule needs 0 < beta_start <= beta_end < 1; got beta_start={start:.3g}, "
