@@ -167,8 +167,9 @@ def sample_from_config(
     if labels is not None:
         labels = labels.to(device)
     sampler = get_sampler(s.sampler)
-    if steps_warning(s.sampler, s.steps):
-        warnings.warn(steps_warning(s.sampler, s.steps), stacklevel=2)
+    warning = steps_warning(s.sampler, s.steps)
+    if warning:
+        warnings.warn(warning, stacklevel=2)
     split = callback is None and part is None and distributed.world_size() > 1
     mine = distributed.shard(n) if split else part
     if context is not None:
