@@ -32,7 +32,7 @@ def main() -> None:
 
     from ddpmlab.config import build_config
     from ddpmlab.evaluate import Scorer, real_sets
-    from ddpmlab.sample import LoadedRun, load_run, sample, with_sample_settings
+    from ddpmlab.sampling import LoadedRun, load_run, sample, with_sample_settings
 
     if args.run:
         run = with_sample_settings(load_run(args.run), sampler=args.sampler, steps=args.steps, spacing="auto")
@@ -55,12 +55,12 @@ def main() -> None:
         samples = (floor + 0.1 * torch.randn(floor.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
     timings["sampling_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    metrics = scorer.metrics_of(samples)
+    metrics = scorer.score(samples).to_json()
     timings["sample_features_and_metrics_s"] = time.perf_counter() - t
     timings["metric_part_cold_s"] = timings["reference_cold_s"] + timings["sample_features_and_metrics_s"]
     timings["metric_part_warm_s"] = timings["reference_warm_s"] + timings["sample_features_and_metrics_s"]
     report = {"run": args.run, "dataset": run.cfg.data.name, "n": args.n, "threads": torch.get_num_threads(),
-              "timings": {k: round(v, 2) for k, v in timings.items()}, "metrics": metrics, "floor": scorer.floor}
+              "timings": {k: round(v, 2) for k, v in timings.items()}, "metrics": metrics, "floor": scorer.floor.to_json()}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

@@ -55,7 +55,8 @@ def train_ddpmlab(preset: str, minutes: float, out: Path) -> dict:
 
 
 def sample_ddpmlab(run_dir: Path, n: int, nfe: int, grid: Path | None) -> tuple[torch.Tensor, float]:
-    from ddpmlab.sample import class_labels, load_run, sample, with_sample_settings, write_samples
+    from ddpmlab.sample_files import write_samples
+    from ddpmlab.sampling import class_labels, load_run, sample, with_sample_settings
 
     run = with_sample_settings(load_run(run_dir), sampler="dpmpp-2m", steps=nfe, spacing="auto")
     labels = class_labels(run, None, n) if run.cfg.model.num_classes else None
@@ -189,7 +190,7 @@ def sample_diffusers(part: str, unet: torch.nn.Module, n: int, nfe: int, batch: 
 def scorer(n: int):
     from ddpmlab.config import build_config
     from ddpmlab.evaluate import Scorer, default_cache_dir
-    from ddpmlab.sample import LoadedRun
+    from ddpmlab.sampling import LoadedRun
 
     cfg = build_config("fashion-mnist")
     run = LoadedRun(Path("."), cfg, torch.nn.Identity(), None, (1, 28, 28), (), 0, torch.device("cpu"))  # type: ignore[arg-type]
@@ -224,7 +225,7 @@ def main() -> None:
     report.update({**machine(), "minutes": args.minutes, "n": args.n})
     report.setdefault("parts", {})
     score = scorer(args.n)
-    report["floor"] = {k: score.floor[k] for k in ("fid", "kid")}
+    report["floor"] = {k: score.floor.to_json()[k] for k in ("fid", "kid")}
     for part in parts:
         print(f"\n=== part {part}: training for {args.minutes:g} minutes ===", flush=True)
         entry: dict = {"command": " ".join(["python", *sys.argv])}
@@ -249,7 +250,7 @@ def main() -> None:
             x, seconds = draw(nfe, grid if part == "cond" else None)
             if part != "cond":
                 save_grid(x, grid)
-            m = score.metrics_of(x)
+            m = score.score(x).to_json()
             entry["samples"][str(nfe)] = {"fid": m["fid"], "kid": m["kid"], "precision": m["precision"],
                                           "recall": m["recall"], "sampling_s": round(seconds, 1), "grid": grid.name}
             print(f"part {part}, {nfe} NFE: FID {m['fid']:.2f}, KID {m['kid']:.4f} ({seconds:.0f}s sampling)",

@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 
 from ddpmlab.edit import inpaint
-from ddpmlab.sample import guidance_sweep, load_run, sample, with_sample_settings
+from ddpmlab.sample_files import guidance_sweep
+from ddpmlab.sampling import load_run, sample, with_sample_settings
 from ddpmlab.viz import _plt, _save_array, _save_figure, grid_image
 
 

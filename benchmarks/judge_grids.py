@@ -26,7 +26,7 @@ def load_images(source: str, n: int) -> torch.Tensor:
         with np.load(path) as f:
             x = torch.as_tensor(f["images"]).float().permute(0, 3, 1, 2)
         return x / 127.5 - 1
-    from ddpmlab.sample import class_labels, load_run, sample
+    from ddpmlab.sampling import class_labels, load_run, sample
 
     run = load_run(path)
     return sample(run, n, labels=class_labels(run, None, n) if run.cfg.model.num_classes else None)

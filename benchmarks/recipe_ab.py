@@ -48,7 +48,7 @@ def train_arm(preset: str, overrides: list[str], minutes: float, out: Path) -> d
 def score_arm(run_dir: Path, n: int, scorers: dict, grid: Path) -> dict[str, Any]:
     """Sample n with the run's own sampler settings and score them: FID, KID, and the judge where there is one."""
     from ddpmlab.evaluate import Scorer, default_cache_dir, nfe_of
-    from ddpmlab.sample import class_labels, load_run, sample
+    from ddpmlab.sampling import class_labels, load_run, sample
     from ddpmlab.viz import save_grid
 
     run = load_run(run_dir)
@@ -61,12 +61,12 @@ def score_arm(run_dir: Path, n: int, scorers: dict, grid: Path) -> dict[str, Any
     x = sample(run, n, labels=labels)
     seconds = time.perf_counter() - t
     save_grid(x[:100], grid, nrow=10)
-    m = scorer.metrics_of(x)
+    m = scorer.score(x).to_json()
     s = run.cfg.sample
     out: dict[str, Any] = {"sampler": s.sampler, "sampler_steps": s.steps, "nfe": nfe_of(run),
                            "sampling_s": round(seconds, 1), "grid": grid.name,
                            **{k: m[k] for k in ("fid", "kid", "kid_std", "precision", "recall")},
-                           "floor": {k: scorer.floor[k] for k in ("fid", "kid")}}
+                           "floor": {k: scorer.floor.to_json()[k] for k in ("fid", "kid")}}
     if scorer.judge is not None:
         out["judge"] = scorer.judge.report(x)
     return out

@@ -18,7 +18,7 @@ import torch
 
 from ddpmlab.config import build_config
 from ddpmlab.data import toy_points
-from ddpmlab.sample import load_run, sample, with_sample_settings
+from ddpmlab.sampling import load_run, sample, with_sample_settings
 from ddpmlab.samplers import SAMPLERS
 from ddpmlab.samplers.oracle import energy_distance
 from ddpmlab.train import train

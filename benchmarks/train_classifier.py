@@ -25,7 +25,7 @@ from typing import Callable
 import torch
 from torch.nn import functional as F
 
-from ddpmlab.checkpoint import atomic_write
+from ddpmlab.io import atomic_write
 from ddpmlab.config import DataConfig
 from ddpmlab.data import load_dataset
 from ddpmlab.metrics.features import CLASSIFIER_FILES, SmallCNN, mnist_5k_heldout

@@ -9,10 +9,22 @@ from ddpmlab.config import build_config
 WORDS = ["a", "red", "apple", "cat", "dog", "sits", "on", "the", "mat", "blue", "car", "##s", "big", "small"]
 
 
+# The tiny network every test trains: a 2-level U-Net of width 8 (settings for build_config / --set).
+TINY_UNET = ("model.channels=8", "model.channel_mults=[1, 2]")
+# ... and a tiny run of it for the CLI tests: no attention, T = 50, 5 sampling steps, batch 8.
+TINY_CLI_RUN = (*TINY_UNET, "model.attention_resolutions=[]", "diffusion.T=50", "sample.steps=5",
+                "train.batch_size=8")
+
+
+def cli_sets(*settings: str) -> list[str]:
+    """settings as command-line flags: --set a --set b ..."""
+    return [arg for setting in settings for arg in ("--set", setting)]
+
+
 def tiny_image_config(*extra: str):
     """A 2-level U-Net of width 8 on the MNIST subset, a few steps."""
     return build_config("mnist", None, [
-        "model.channels=8", "model.channel_mults=[1, 2]", "model.attention_resolutions=[14]",
+        *TINY_UNET, "model.attention_resolutions=[14]",
         "train.steps=20", "train.batch_size=16", "train.log_every=10", "train.ckpt_every=10",
         "train.sample_every=0", "diffusion.T=100", "sample.steps=5", "train.precision='fp32'",
         "sample.precision='fp32'", *extra,

@@ -5,7 +5,7 @@ import torch
 
 from ddpmlab import checkpoint as ckpt
 from ddpmlab.errors import RunError
-from ddpmlab.sample import load_run
+from ddpmlab.sampling import load_run
 from ddpmlab.train import train
 
 from helpers import moons_config

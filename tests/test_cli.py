@@ -8,9 +8,9 @@ from PIL import Image
 
 from ddpmlab.cli import main
 
-TINY = ["--set", "model.channels=8", "--set", "model.channel_mults=[1, 2]", "--set",
-        "model.attention_resolutions=[]", "--set", "diffusion.T=50", "--set", "sample.steps=5",
-        "--set", "train.batch_size=8", "--set", "train.log_every=5", "--quiet"]
+from helpers import TINY_CLI_RUN, cli_sets
+
+TINY = [*cli_sets(*TINY_CLI_RUN, "train.log_every=5"), "--quiet"]
 
 
 def run_cli(capsys, *argv):

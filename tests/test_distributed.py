@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from ddpmlab import checkpoint as ckpt
 from ddpmlab.config import build_config
 from ddpmlab.errors import ConfigError
-from ddpmlab.sample import load_run, sample, with_sample_settings
+from ddpmlab.sampling import load_run, sample, with_sample_settings
 from ddpmlab.train import train
 
 from helpers import moons_config, tiny_image_config

@@ -7,9 +7,9 @@ from PIL import Image
 
 from ddpmlab.cli import main
 
-TINY = ["--set", "model.channels=8", "--set", "model.channel_mults=[1, 2]", "--set",
-        "model.attention_resolutions=[]", "--set", "diffusion.T=50", "--set", "sample.steps=5",
-        "--set", "train.batch_size=8", "--set", "train.log_every=5", "--quiet"]
+from helpers import TINY_CLI_RUN, cli_sets
+
+TINY = [*cli_sets(*TINY_CLI_RUN, "train.log_every=5"), "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_sdedit_inpaint_interpolate_invert(cond_run, tmp_path, capsys):
 
 def test_inpaint_keeps_known_pixels_exactly(cond_run):
     from ddpmlab.edit import inpaint
-    from ddpmlab.sample import load_run
+    from ddpmlab.sampling import load_run
 
     run = load_run(cond_run[0])
     image = torch.rand(1, 1, 16, 16) * 2 - 1
@@ -132,8 +132,8 @@ def test_repaint_jumps_follow_the_papers_schedule():
 def test_inpaint_first_step_draws_fresh_noise(cond_run, monkeypatch):
     # The first reverse step's noise must continue each sample's stream past x_T, not redraw x_T.
     import ddpmlab.edit as edit
-    from ddpmlab.sample import load_run
-    from ddpmlab.samplers.run import initial_noise
+    from ddpmlab.sampling import load_run
+    from ddpmlab.sampling import initial_noise
 
     run = load_run(cond_run[0])
     draws = []

@@ -9,11 +9,13 @@ from ddpmlab.cli import main
 from ddpmlab.config import DataConfig, build_config
 from ddpmlab.errors import ConfigError
 from ddpmlab.evaluate import evaluate, evaluate_nll, nfe_of, real_sets
-from ddpmlab.sample import load_run, with_sample_settings
+from ddpmlab.sampling import load_run, with_sample_settings
 from ddpmlab.schedules import spaced_timesteps
 from ddpmlab.train import train
 
-TINY = ["model.channels=8", "model.channel_mults=[1, 2]", "model.attention_resolutions=[14]", "train.steps=20",
+from helpers import TINY_UNET
+
+TINY = [*TINY_UNET, "model.attention_resolutions=[14]", "train.steps=20",
         "train.batch_size=16", "diffusion.T=100", "sample.steps=5", "train.precision='fp32'", "train.sample_every=0"]
 
 
@@ -62,44 +64,47 @@ def test_eval_end_to_end_writes_json_and_markdown(tiny_run, cache_root):
     cache = cache_root / "eval"
     r = evaluate(run, N, "ddim", 5, sweep_steps=[2, 3], samplers=["ddim", "heun"], cache_dir=cache, log=quiet)
     saved = json.loads((tiny_run / "eval.json").read_text())
-    assert saved["metrics"] == pytest.approx(r["metrics"])
+    assert saved["metrics"] == pytest.approx(r.metrics.to_json()) and saved["kind"] == "image"
     for key in ("fid", "kid", "kid_std", "precision", "recall"):
-        assert key in r["metrics"] and key in r["floor"]
-    assert r["floor"]["fid"] < r["metrics"]["fid"]  # 20 training steps make noise, not digits
-    assert r["sampling"]["seconds"] > 0 and r["metric_seconds"] > 0
-    assert "odd-indexed" in r["reference"]  # mnist-5k has no test split: two disjoint halves, and it says so
+        assert key in saved["metrics"] and key in saved["floor"]
+    assert r.floor.fid < r.metrics.fid  # 20 training steps make noise, not digits
+    assert r.sampling.seconds > 0 and r.metric_seconds > 0
+    assert "odd-indexed" in r.info["reference"]  # mnist-5k has no test split: two disjoint halves, and it says so
     md = (tiny_run / "eval.md").read_text()
     assert "FID" in md and "real-vs-real floor" in md and "](eval_samples.png)" in md and "](eval_sweep.png)" in md
     assert (tiny_run / "eval_samples.png").is_file() and (tiny_run / "eval_sweep.png").is_file()
-    heun3 = next(row for row in r["sweep"] if row["sampler"] == "heun" and row["steps"] == 3)
+    heun3 = next(row for row in r.sweep if row.sampler == "heun" and row.steps == 3)
     sigma_T = run.schedule.sigma[-1].item() / run.schedule.alpha[-1].item()
-    assert heun3["nfe"] == 2 * 3 - 1 - (1 if sigma_T > 1e3 else 0)  # Heun's first step is Euler above sigma 1e3
-    assert len(r["sweep"]) == 4
+    assert heun3.nfe == 2 * 3 - 1 - (1 if sigma_T > 1e3 else 0)  # Heun's first step is Euler above sigma 1e3
+    assert len(r.sweep) == 4 and len(saved["sweep"]) == 4
     cached = sorted(p.name for p in (cache).iterdir())
     assert len(cached) == 2 and any("reference" in c for c in cached)
     mtimes = [p.stat().st_mtime_ns for p in cache.iterdir()]
     again = evaluate(run, N, "ddim", 5, cache_dir=cache, log=quiet)  # reuses the cached reference features
     assert [p.stat().st_mtime_ns for p in cache.iterdir()] == mtimes
-    assert again["floor"] == r["floor"] and again["metrics"] == r["metrics"]
+    assert again.floor == r.floor and again.metrics == r.metrics
 
 
 def test_eval_conditional_reports_accuracy_per_class_and_per_guidance(tiny_cond_run, cache_root):
     run = load_run(tiny_cond_run)
     r = evaluate(run, N, "ddim", 3, guidance_sweep=[0.0, 2.0], cache_dir=cache_root / "eval", log=quiet)
-    c = r["conditional"]
+    c = r.conditional
     assert 0 <= c["accuracy"] <= 1 and len(c["per_class"]) == 10
-    assert [row["guidance"] for row in r["guidance_sweep"]] == [0.0, 2.0]
-    assert all("accuracy" in row and "fid" in row for row in r["guidance_sweep"])
-    assert r["classifier_accuracy_on_real"] > 0.95
+    assert [row.guidance for row in r.guidance_sweep] == [0.0, 2.0]
+    assert all(row.accuracy is not None and row.metrics.fid > 0 for row in r.guidance_sweep)
+    saved = json.loads((tiny_cond_run / "eval.json").read_text())
+    assert all("accuracy" in row and "fid" in row for row in saved["guidance_sweep"])
+    assert r.info["classifier_accuracy_on_real"] > 0.95
     assert "Class-conditional accuracy" in (tiny_cond_run / "eval.md").read_text()
 
 
 def test_eval_2d_exact_metrics_and_mode_coverage(gmm8_run):
     r = evaluate(load_run(gmm8_run), 300, cache_dir=None, log=quiet)
-    m, f = r["metrics"], r["floor"]
-    assert r["kind"] == "2d" and f["energy_distance"] < m["energy_distance"]
-    assert f["mode_coverage"]["modes_covered"] == 8
-    assert 0 <= m["mode_coverage"]["modes_covered"] <= 8 and "sliced_wasserstein" in m
+    m, f = r.metrics, r.floor
+    assert not r.is_image and f.energy_distance < m.energy_distance
+    assert f.mode_coverage["modes_covered"] == 8
+    assert 0 <= m.mode_coverage["modes_covered"] <= 8 and m.sliced_wasserstein > 0
+    assert json.loads((gmm8_run / "eval.json").read_text())["kind"] == "2d"
     assert "modes covered" in (gmm8_run / "eval.md").read_text()
 
 
@@ -123,8 +128,8 @@ def test_real_sets_without_a_test_split_are_disjoint_halves():
 
 def test_nll_on_a_tiny_run(tiny_run):
     r = evaluate_nll(load_run(tiny_run), 4, timesteps=5)
-    assert 0 < r["bits_per_dim"] < 50 and r["evaluations_per_image"] == 6
-    assert json.loads((tiny_run / "nll.json").read_text())["bits_per_dim"] == r["bits_per_dim"]
+    assert 0 < r.bits_per_dim < 50 and r.estimate["evaluations_per_image"] == 6
+    assert json.loads((tiny_run / "nll.json").read_text())["bits_per_dim"] == r.bits_per_dim
 
 
 def test_cli_eval_and_nll(tiny_run, cache_root, monkeypatch, capsys):

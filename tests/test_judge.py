@@ -166,7 +166,7 @@ def test_blur_keeps_mass_and_zero_sigma_is_identity():
 def test_eval_of_an_mnist_run_reports_the_judge_beside_fid(tmp_path):
     from ddpmlab.evaluate import evaluate
     from ddpmlab.models import build_model
-    from ddpmlab.sample import LoadedRun
+    from ddpmlab.sampling import LoadedRun
     from ddpmlab.schedules import schedule_from_config
 
     cfg = tiny_image_config()
@@ -174,7 +174,7 @@ def test_eval_of_an_mnist_run_reports_the_judge_beside_fid(tmp_path):
                     (1, 28, 28), tuple(str(d) for d in range(10)), 0, torch.device("cpu"))
     lines: list[str] = []
     r = evaluate(run, 16, "ddim", 3, cache_dir=tmp_path / "cache", log=lines.append)
-    j = r["judge"]
+    j = r.judge
     assert j["n"] == 16 and j["recognizable"] + j["rejects"] == 16
     assert j["recognizable_share"] <= 0.25  # an untrained network draws noise, which the judge rejects
     assert j["calibration"]["real_share"] >= 0.91 and len(j["judge_sha256"]) == 12

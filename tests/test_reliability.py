@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from ddpmlab import checkpoint as ckpt
 from ddpmlab import train as train_module
 from ddpmlab.errors import RunError
-from ddpmlab.sample import load_run
+from ddpmlab.sampling import load_run
 from ddpmlab.train import train
 
 from helpers import moons_config, tiny_image_config
@@ -169,11 +169,12 @@ def _sample_cmd(run, out, n, batch, *extra):
 
 def test_sampling_in_parts_keeps_finished_batches_after_a_crash_and_resumes_exactly(image_run, tmp_path,
                                                                                    monkeypatch):
-    from ddpmlab import sample as S
+    from ddpmlab import sample_files as S
+    from ddpmlab.sampling import sample, with_sample_settings
     from ddpmlab.viz import to_uint8
 
-    run = S.with_sample_settings(load_run(image_run), steps=4, batch_size=8, precision="fp32")
-    straight = S.sample(run, 44)  # the same batches in one call
+    run = with_sample_settings(load_run(image_run), steps=4, batch_size=8, precision="fp32")
+    straight = sample(run, 44)  # the same batches in one call
     out = tmp_path / "s.png"
     real_save, saved = S.save_npz, []
 
@@ -189,13 +190,13 @@ def test_sampling_in_parts_keeps_finished_batches_after_a_crash_and_resumes_exac
     monkeypatch.setattr(S, "save_npz", real_save)
     kept = sorted(p.name for p in S.parts_dir(out).glob("*.npz"))
     assert kept == ["000000000-000000008.npz", "000000008-000000016.npz", "000000016-000000024.npz"]
-    calls, real_sample = [], S.sample_from_config
+    calls, real_generate = [], S.generate
 
     def counting(*a, **k):
         calls.append(k["part"])
-        return real_sample(*a, **k)
+        return real_generate(*a, **k)
 
-    monkeypatch.setattr(S, "sample_from_config", counting)
+    monkeypatch.setattr(S, "generate", counting)
     resumed, before = S.sample_in_parts(run, 44, out)
     assert before == 24 and calls == [slice(24, 32), slice(32, 40), slice(40, 44)]  # only the missing batches
     assert np.array_equal(to_uint8(resumed), to_uint8(straight))
@@ -226,17 +227,17 @@ def test_sample_cli_resumes_after_sigkill_and_refuses_other_settings(image_run, 
     assert f"resuming: {2 * written} of 300 samples" in done.stdout
     assert not parts.exists()
     images = np.load(out.with_suffix(".npz"))["images"]
-    from ddpmlab import sample as S
+    from ddpmlab.sampling import sample, with_sample_settings
     from ddpmlab.viz import to_uint8
 
-    run = S.with_sample_settings(load_run(image_run), steps=4, batch_size=2, precision="fp32")
-    assert images.shape[0] == 300 and np.array_equal(images[:10], to_uint8(S.sample(run, 10)))
+    run = with_sample_settings(load_run(image_run), steps=4, batch_size=2, precision="fp32")
+    assert images.shape[0] == 300 and np.array_equal(images[:10], to_uint8(sample(run, 10)))
 
 
 def test_grid_of_a_large_set_shows_at_most_1024_and_the_npz_keeps_all(image_run, tmp_path):
     from PIL import Image
 
-    from ddpmlab import sample as S
+    from ddpmlab import sample_files as S
 
     run = load_run(image_run)
     x = torch.rand(1100, *run.item_shape) * 2 - 1

@@ -97,7 +97,7 @@ def test_explicit_beta_end_of_1_is_refused_and_21_steps_work():
 @pytest.mark.parametrize("name", list(SCHEDULES))
 @pytest.mark.parametrize("T", [21, 50, 1000, 4000])
 def test_every_schedule_ends_inside_the_unit_interval_with_finite_log_snr(name, T):
-    s = make_schedule(name, T, a=0.99)
+    s = make_schedule(name, T, **({"a": 0.99} if name == "geometric" else {}))
     assert 0 < s.alpha_bar[-1].item() < 1
     assert torch.isfinite(s.log_snr[1:]).all()
 
@@ -105,3 +105,8 @@ def test_every_schedule_ends_inside_the_unit_interval_with_finite_log_snr(name, 
 def test_geometric_underflow_is_refused():
     with pytest.raises(ValueError, match="alpha_bar_T"):
         make_schedule("geometric", 10000, a=0.9)
+
+
+def test_a_parameter_the_schedule_does_not_take_is_refused():
+    with pytest.raises(ValueError, match="cosine schedule takes no a"):
+        make_schedule("cosine", 100, a=0.99)

@@ -18,15 +18,15 @@ from ddpmlab.guidance import prompted
 from ddpmlab.metrics.alignment import _ranks, alignment, format_alignment
 from ddpmlab.models import build_model
 from ddpmlab.prompting import prompt_context, run_encoder
-from ddpmlab.sample import LoadedRun, load_run, sample
+from ddpmlab.sampling import LoadedRun, load_run, sample
 from ddpmlab.samplers import SAMPLERS
 from ddpmlab.schedules import schedule_from_config
 from ddpmlab.train import train
 
-from helpers import fake_encoder_dir
+from helpers import TINY_UNET, fake_encoder_dir
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-TINY = ["model.channels=8", "model.channel_mults=[1, 2]", "model.context_dim=16", "model.heads=2",
+TINY = [*TINY_UNET, "model.context_dim=16", "model.heads=2",
         "diffusion.T=50", "sample.steps=3", "train.steps=2", "train.batch_size=4", "train.log_every=1",
         "train.sample_every=2", "train.ckpt_every=2", "train.precision='fp32'", "sample.precision='fp32'"]
 

@@ -4,7 +4,7 @@ import torch
 
 from ddpmlab import checkpoint as ckpt
 from ddpmlab.data import toy_points
-from ddpmlab.sample import load_run, sample, with_sample_settings
+from ddpmlab.sampling import load_run, sample, with_sample_settings
 from ddpmlab.train import train
 
 from helpers import moons_config, tiny_image_config

@@ -21,7 +21,9 @@ _EXPORTS = {
     "UNet": "models", "UNetConfig": "models", "MLP": "models", "build_model": "models",
     "SAMPLERS": "samplers", "sample_ddpm": "samplers",
     "train": "train", "TrainResult": "train",
-    "load_run": "sample", "sample": "sample", "record_trajectory": "sample",
+    "Run": "sampling", "load_run": "sampling", "sample": "sampling", "generate": "sampling",
+    "record_trajectory": "sampling", "default_labels": "sampling",
+    "SampleRequest": "sample_files", "write_sample_set": "sample_files",
     "DDPMLabError": "errors",
 }
 

@@ -17,7 +17,6 @@ import json
 import os
 import pickle
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,29 +25,11 @@ from torch import nn
 
 from .config import Config, from_toml_text, to_toml
 from .errors import RunError
+from .io import atomic_write, fsync_dir
 
 CONFIG, MODEL, EMA, STATE, METRICS = "config.toml", "model.safetensors", "ema.safetensors", "state.pt", "metrics.csv"
 META = "meta.json"  # what the weights were trained on: item shape, class names, dataset
 CHECKPOINTS = "checkpoints"  # complete snapshots, checkpoints/step_N/{model,ema}.safetensors + state.pt
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Call write(file_object) on a temp file beside path, fsync, then rename it over path."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600 files; give them the usual permissions
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 def _save_weights(path: Path, module: nn.Module, step: int) -> None:
@@ -87,13 +68,13 @@ def save_checkpoint(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _fsync_dir(root)
+    fsync_dir(root)
     for name in (MODEL, EMA, STATE):  # top level: atomic replace by a hard link to the snapshot's file
         link = run_dir / f".{name}.link"
         link.unlink(missing_ok=True)
         os.link(final / name, link)
         os.replace(link, run_dir / name)
-    _fsync_dir(run_dir)
+    fsync_dir(run_dir)
     for old in snapshots(run_dir)[: -max(1, keep)]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -111,14 +92,6 @@ def latest_checkpoint(run_dir: Path) -> Path:
     """The folder holding the newest complete checkpoint (falls back to the run directory itself)."""
     found = snapshots(run_dir)
     return found[-1] if found else Path(run_dir)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_config(run_dir: Path, cfg: Config) -> None:

@@ -224,7 +224,14 @@ def validate(cfg: Config) -> Config:
     if not 0 < cfg.diffusion.a < 1:
         raise ConfigError(f"diffusion.a must lie in (0, 1); got {cfg.diffusion.a}")
     _validate_text(cfg)
+    _validate_sampler(cfg.sample)
     d = cfg.diffusion
+    given = [k for k, v in (("beta_start", d.beta_start), ("beta_end", d.beta_end)) if v] + (["a"] if d.a != 0.9 else [])
+    for key in given:  # a schedule parameter set for another schedule would do nothing
+        owner = "geometric" if key == "a" else "linear"
+        if d.schedule != owner:
+            raise ConfigError(f"diffusion.{key} applies only to the {owner} schedule, not {d.schedule}; drop it or "
+                              f"set diffusion.schedule = \"{owner}\"")
     if d.schedule == "linear":
         from .schedules import linear_endpoint_problem, linear_endpoints  # noqa: PLC0415 (torch loads lazily there)
 
@@ -232,6 +239,17 @@ def validate(cfg: Config) -> Config:
         if problem:
             raise ConfigError(problem)
     return cfg
+
+
+def _validate_sampler(s: SampleConfig) -> None:
+    """A known sampler, and no option set that it does not take (sample.eta with euler would do nothing)."""
+    from .samplers import SAMPLERS, option_problem  # noqa: PLC0415 (torch loads lazily there)
+
+    if s.sampler not in SAMPLERS:
+        raise ConfigError(f"unknown sampler {s.sampler!r} (sample.sampler); choose one of {', '.join(SAMPLERS)}")
+    problem = option_problem(s.sampler, s)
+    if problem:
+        raise ConfigError(problem)
 
 
 TEMPLATED = ("mnist", "mnist-5k", "fashion-mnist", "cifar10")  # datasets with captions.class_prompts

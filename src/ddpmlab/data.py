@@ -21,6 +21,7 @@ import torch
 
 from .config import DataConfig
 from .errors import DataError
+from .pictures import GRAY_MODES, load_picture, to_8bit  # noqa: F401 (load_picture: the old place)
 
 Split = Literal["train", "test"]
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -173,23 +174,6 @@ def load_cifar10(cfg: DataConfig, split: Split) -> TensorData:
 # ---------------------------------------------------------------- a folder of the user's images
 
 
-GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
-
-
-def to_8bit(im):
-    """A PIL image with 16-bit or 32-bit samples as 8-bit grayscale, scaled (PIL's convert("L") clips them at 255)."""
-    from PIL import Image
-
-    if not (im.mode.startswith("I") or im.mode == "F"):
-        return im
-    a = np.asarray(im).astype(np.float64)
-    if im.mode == "F":
-        a = a * 255.0 if a.max(initial=0.0) <= 1.0 else a
-    else:
-        a = a / 257.0  # 0..65535 -> 0..255
-    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), mode="L")
-
-
 def load_folder(path: str, cfg: DataConfig) -> TensorData:
     """PNG/JPEG/... files under path (subfolders become classes); grayscale stays 1 channel."""
     from PIL import Image, UnidentifiedImageError
@@ -238,91 +222,51 @@ def load_folder(path: str, cfg: DataConfig) -> TensorData:
     return dataclasses.replace(data, captions=folder_captions(root, [p for p, _ in images]))
 
 
-def load_picture(path: str | Path, size: int = 0, channels: int = 0) -> torch.Tensor:
-    """One picture as (1, C, H, W) in [-1, 1]: grayscale stays 1 channel, anything else becomes RGB.
-
-    channels / size > 0 convert and resize to what a model takes, with a warning.
-    """
-    from PIL import Image, UnidentifiedImageError
-    from torchvision.transforms.functional import center_crop, pil_to_tensor, resize
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            im = to_8bit(im)
-            gray = im.mode in GRAY_MODES
-            if channels and (channels == 1) != gray:
-                warnings.warn(f"{path} is {'grayscale' if gray else 'colour'}; converted to {channels} channel(s)",
-                              stacklevel=2)
-                gray = channels == 1
-            im = im.convert("L" if gray else "RGB")
-    except FileNotFoundError:
-        raise DataError(f"image {path} does not exist") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{path} could not be read as an image ({exc})") from None
-    if size and im.size != (size, size):
-        if channels:
-            warnings.warn(f"{path} is {im.size[0]}x{im.size[1]}; resized and center-cropped to {size}x{size}",
-                          stacklevel=2)
-        im = center_crop(resize(im, size, antialias=True), [size, size])
-    return pil_to_tensor(im)[None].float().div(127.5).sub(1.0)
-
-
-def load_mask(mask_path: str | Path, image_path: str | Path, size: int) -> torch.Tensor:
-    """An inpainting mask (1, 1, size, size): 1 (white) = fill in, 0 (black) = keep; must match the image's size."""
-    from PIL import Image
-
-    with Image.open(image_path) as im_img:
-        image_size = im_img.size
-    try:
-        with Image.open(mask_path) as im_mask:
-            mask_size = im_mask.size
-    except FileNotFoundError:
-        raise DataError(f"mask {mask_path} does not exist") from None
-    except OSError as exc:
-        raise DataError(f"mask {mask_path} could not be read as an image ({exc})") from None
-    if mask_size != image_size:
-        raise DataError(f"mask is {mask_size[0]}x{mask_size[1]} but the image is {image_size[0]}x{image_size[1]}; "
-                          "they must match")
-    mask = load_picture(mask_path, size=size)
-    mask = (mask.mean(1, keepdim=True) > 0).float()  # [-1, 1] -> white = 1 = fill
-    if mask.sum() == 0:
-        raise DataError(f"mask {mask_path} has no white pixels; white marks the region to fill in")
-    return mask
-
-
 # ---------------------------------------------------------------- 2D toy distributions
 
 
 def toy_points(name: str, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
     """n fresh points (n, 2) float32 of a 2D toy distribution, with labels where it has classes."""
-    rng = np.random.default_rng(seed)
-    labels = None
-    if name == "moons":
-        from sklearn.datasets import make_moons
-
-        pts, labels = make_moons(n, noise=0.05, random_state=int(rng.integers(2**31)))
-        pts = (pts - np.array([0.5, 0.25])) * np.array([1.0, 2.0])
-    elif name == "swissroll":
-        from sklearn.datasets import make_swiss_roll
-
-        pts, _ = make_swiss_roll(n, noise=0.3, random_state=int(rng.integers(2**31)))
-        pts = pts[:, [0, 2]] / 6.0
-    elif name == "gmm8":
-        labels = rng.integers(0, 8, n)
-        angle = 2 * np.pi * labels / 8
-        pts = 2.0 * np.stack([np.cos(angle), np.sin(angle)], 1) + 0.1 * rng.standard_normal((n, 2))
-    elif name == "checkerboard":
-        x1 = rng.uniform(-2, 2, n)
-        x2 = rng.uniform(0, 1, n) - 2 * rng.integers(0, 2, n) + np.floor(x1) % 2
-        pts = np.stack([x1, x2], 1)  # alternating unit squares of [-2, 2)^2
-    else:
+    if name not in TOYS:
         raise DataError(f"unknown 2D dataset {name!r}; choose one of {', '.join(TOYS)}")
+    pts, labels = TOYS[name](np.random.default_rng(seed), n)
     y = None if labels is None else torch.as_tensor(labels, dtype=torch.long)
     return torch.as_tensor(pts, dtype=torch.float32), y
 
 
-TOYS = ("moons", "swissroll", "gmm8", "checkerboard")
+def _moons(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+    from sklearn.datasets import make_moons
+
+    pts, labels = make_moons(n, noise=0.05, random_state=int(rng.integers(2**31)))
+    return (pts - np.array([0.5, 0.25])) * np.array([1.0, 2.0]), labels
+
+
+def _swissroll(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+    from sklearn.datasets import make_swiss_roll
+
+    pts, _ = make_swiss_roll(n, noise=0.3, random_state=int(rng.integers(2**31)))
+    return pts[:, [0, 2]] / 6.0, None
+
+
+def _gmm8(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+    labels = rng.integers(0, 8, n)
+    angle = 2 * np.pi * labels / 8
+    return 2.0 * np.stack([np.cos(angle), np.sin(angle)], 1) + 0.1 * rng.standard_normal((n, 2)), labels
+
+
+def _checkerboard(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+    x1 = rng.uniform(-2, 2, n)
+    x2 = rng.uniform(0, 1, n) - 2 * rng.integers(0, 2, n) + np.floor(x1) % 2
+    return np.stack([x1, x2], 1), None  # alternating unit squares of [-2, 2)^2
+
+
+# 2D toy name -> points(rng, n) -> (points (n, 2), labels (n,) or None): the only dispatch on the toy's name
+TOYS: dict[str, Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray | None]]] = {
+    "moons": _moons,
+    "swissroll": _swissroll,
+    "gmm8": _gmm8,
+    "checkerboard": _checkerboard,
+}
 TOY_CLASSES = {"moons": ("upper", "lower"), "gmm8": tuple(f"mode {k}" for k in range(8))}
 
 

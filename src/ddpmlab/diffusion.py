@@ -77,17 +77,39 @@ def v_to_x0_eps(
     return alpha * x_t - sigma * v, sigma * x_t + alpha * v
 
 
+class PredictionSpec(NamedTuple):
+    """What a network trained for one target means: its training target, how its output splits into (x0, eps),
+    and the min-SNR weight min(snr, gamma) expressed for that target (Hang et al. 2023, eq. 11)."""
+
+    target: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x0, eps, a, s)
+    split: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], Denoised]  # (out, x_t, a, s)
+    min_snr_weight: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (snr, min(snr, gamma))
+
+
+PREDICTIONS: dict[str, PredictionSpec] = {
+    "eps": PredictionSpec(lambda x0, eps, a, s: eps,
+                          lambda out, x_t, a, s: Denoised(eps_to_x0(x_t, out, a, s), out),
+                          lambda snr, clipped: clipped / snr),
+    "x0": PredictionSpec(lambda x0, eps, a, s: x0,
+                         lambda out, x_t, a, s: Denoised(out, x0_to_eps(x_t, out, a, s)),
+                         lambda snr, clipped: clipped),
+    "v": PredictionSpec(v_target,
+                        lambda out, x_t, a, s: Denoised(*v_to_x0_eps(x_t, out, a, s)),
+                        lambda snr, clipped: clipped / (snr + 1.0)),
+}
+
+
+def prediction_spec(prediction: str) -> PredictionSpec:
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"unknown prediction {prediction!r}; choose one of {', '.join(PREDICTIONS)}")
+    return PREDICTIONS[prediction]
+
+
 def split_prediction(
     prediction: Prediction, out: torch.Tensor, x_t: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor
 ) -> Denoised:
     """Turn the network output for the configured target into both x0 and eps estimates."""
-    if prediction == "eps":
-        return Denoised(eps_to_x0(x_t, out, alpha, sigma), out)
-    if prediction == "x0":
-        return Denoised(out, x0_to_eps(x_t, out, alpha, sigma))
-    if prediction == "v":
-        return Denoised(*v_to_x0_eps(x_t, out, alpha, sigma))
-    raise ValueError(f"unknown prediction {prediction!r}; choose eps, x0 or v")
+    return prediction_spec(prediction).split(out, x_t, alpha, sigma)
 
 
 def make_denoiser(
@@ -103,11 +125,13 @@ def make_denoiser(
     The conversions run in x_t's dtype (float32 or float64), whatever precision the network computes in.
     """
 
+    split = prediction_spec(prediction).split
+
     def denoise(x_t: torch.Tensor, t: torch.Tensor) -> Denoised:
         alpha, sigma = schedule.at(schedule.alpha, t, x_t), schedule.at(schedule.sigma, t, x_t)
         labels = y if y is None or y.shape[0] == x_t.shape[0] else y.repeat(x_t.shape[0] // y.shape[0])
         out = model(x_t, t, labels).to(x_t.dtype)
-        x0, eps = split_prediction(prediction, out, x_t, alpha, sigma)
+        x0, eps = split(out, x_t, alpha, sigma)
         if clip is not None:
             x0 = x0.clamp(-clip, clip)
             eps = x0_to_eps(x_t, x0, alpha, sigma)
@@ -141,11 +165,12 @@ def training_loss(
     alpha, sigma = schedule.at(schedule.alpha, t, x0), schedule.at(schedule.sigma, t, x0)
     x_t = alpha * x0 + sigma * eps
     out = model(x_t, t, y).float()
-    target = {"eps": lambda: eps, "x0": lambda: x0, "v": lambda: v_target(x0, eps, alpha, sigma)}[prediction]()
+    spec = prediction_spec(prediction)
+    target = spec.target(x0, eps, alpha, sigma)
     per_sample = (out - target).pow(2).flatten(1).mean(1)
     if weighting == "simple":
         return per_sample.mean()
     snr = (alpha / sigma).pow(2).flatten()
     clipped = snr.clamp(max=min_snr_gamma)
-    weight = {"eps": clipped / snr, "x0": clipped, "v": clipped / (snr + 1.0)}[prediction]
+    weight = spec.min_snr_weight(snr, clipped)
     return (weight.to(per_sample.dtype) * per_sample).mean()

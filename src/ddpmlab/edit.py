@@ -6,29 +6,30 @@ All functions take images (N, C, H, W) in [-1, 1] shaped like the run's data, an
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from .diffusion import q_posterior, q_sample
 from .errors import ConfigError
 from .prompting import run_context
-from .sample import LoadedRun
-from .samplers import get_sampler, randn_like
+from .samplers import SAMPLERS, randn_like
 from .samplers.common import batched_t
 from .samplers.ddim import ddim_invert, sample_ddim
-from .samplers.run import denoiser_from_config, initial_noise, sampler_options, sample_generators
+from .sampling import Run, default_labels, denoiser_for, initial_noise, sample_generators
 from .schedules import spaced_timesteps
 
 
-def _denoiser(run: LoadedRun, n: int, labels: torch.Tensor | None):
-    if labels is None and run.cfg.model.num_classes:
-        labels = torch.zeros(n, dtype=torch.long)
+def _denoiser(run: Run, n: int, labels: torch.Tensor | None):
+    """The denoiser of n edits: their labels (default: sampling.default_labels) or the run's prompts."""
+    labels = default_labels(run.cfg.model.num_classes, n) if labels is None else labels
     labels = None if labels is None else labels.to(run.device)
-    return denoiser_from_config(run.cfg, run.model, run.schedule, run.item_shape, labels,
-                                run.cfg.sample.guidance, run_context(run, n))(slice(0, n))
+    context = run_context(run, n)
+    return denoiser_for(run, labels, None if context is None else context.to(run.device))(slice(0, n))
 
 
 @torch.no_grad()
-def sdedit(run: LoadedRun, image: torch.Tensor, strength: float, n: int = 4, labels: torch.Tensor | None = None
+def sdedit(run: Run, image: torch.Tensor, strength: float, n: int = 4, labels: torch.Tensor | None = None
            ) -> tuple[torch.Tensor, torch.Tensor]:
     """Meng et al. 2022 (SDEdit), Alg. 1: noise the image to t0 = strength * T, then denoise back to t = 0.
 
@@ -43,8 +44,8 @@ def sdedit(run: LoadedRun, image: torch.Tensor, strength: float, n: int = 4, lab
     gens = sample_generators(s.seed, range(n), run.device)
     x0 = image.to(run.device).expand(n, *image.shape[1:])
     x_t0 = q_sample(sched, x0, batched_t(t0, x0), randn_like(x0, gens))
-    sampler = get_sampler(s.sampler)
-    out = sampler(_denoiser(run, n, labels), x_t0, sched, ts, generator=gens, **sampler_options(sampler, s))
+    spec = SAMPLERS[s.sampler]
+    out = spec.fn(_denoiser(run, n, labels), x_t0, sched, ts, generator=gens, **spec.option_values(s))
     return x_t0.cpu(), out.cpu()
 
 
@@ -70,7 +71,7 @@ def repaint_path(steps: int, jump: int, resample: int) -> list[int]:
 
 
 @torch.no_grad()
-def inpaint(run: LoadedRun, image: torch.Tensor, mask: torch.Tensor, n: int = 4, jump: int = 10,
+def inpaint(run: Run, image: torch.Tensor, mask: torch.Tensor, n: int = 4, jump: int = 10,
             resample: int = 1, labels: torch.Tensor | None = None) -> torch.Tensor:
     """RePaint (Lugmayr et al. 2022, Alg. 1): fill mask == 1 pixels, keep the rest; (n, C, H, W).
 
@@ -109,7 +110,7 @@ def slerp(a: torch.Tensor, b: torch.Tensor, w: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def interpolate(run: LoadedRun, seed_a: int, seed_b: int, frames: int, label: int | None = None) -> torch.Tensor:
+def interpolate(run: Run, seed_a: int, seed_b: int, frames: int, label: int | None = None) -> torch.Tensor:
     """Decode slerp(x_T(seed_a), x_T(seed_b)) with deterministic DDIM; (frames, C, H, W).
 
     x_T(seed) is the first sample's noise of `ddpmlab sample --seed seed`.
@@ -119,13 +120,14 @@ def interpolate(run: LoadedRun, seed_a: int, seed_b: int, frames: int, label: in
     xa, _ = initial_noise(seed_a, range(1), run.item_shape, run.device)
     xb, _ = initial_noise(seed_b, range(1), run.item_shape, run.device)
     x_T = torch.cat([slerp(xa, xb, w) for w in torch.linspace(0, 1, frames).tolist()])
-    labels = None if label is None else torch.full((frames,), label, dtype=torch.long)
+    labels = default_labels(run.cfg.model.num_classes, 1) if label is None else torch.tensor([label])
+    labels = None if labels is None else labels.expand(frames)  # one class along the whole strip
     ts = spaced_timesteps(run.schedule, run.cfg.sample.steps, "trailing")
     return sample_ddim(_denoiser(run, frames, labels), x_T, run.schedule, ts).cpu()
 
 
 @torch.no_grad()
-def invert(run: LoadedRun, images: torch.Tensor, labels: torch.Tensor | None = None
+def invert(run: Run, images: torch.Tensor, labels: torch.Tensor | None = None
            ) -> tuple[torch.Tensor, torch.Tensor]:
     """DDIM inversion (Song et al. 2021, Sec. 4.3) to latents x_T, and their DDIM reconstruction."""
     n = len(images)
@@ -133,3 +135,74 @@ def invert(run: LoadedRun, images: torch.Tensor, labels: torch.Tensor | None = N
     denoise = _denoiser(run, n, labels)
     latents = ddim_invert(denoise, images.to(run.device), run.schedule, ts)
     return latents.cpu(), sample_ddim(denoise, latents, run.schedule, ts).cpu()
+
+
+# ------------------------------------------------------------------ the edit commands' jobs: pictures in, files out
+
+
+def picture_for(run: Run, path: str | Path) -> torch.Tensor:
+    """A picture file as the run's data: (1, C, H, W) in [-1, 1], converted and resized with a warning."""
+    from .pictures import load_picture
+
+    if not run.is_image:
+        raise ConfigError(f"{run.path} models 2D points; editing needs an image run")
+    c, h, _ = run.item_shape
+    return load_picture(path, size=h, channels=c)
+
+
+def _same_label(label: int | None, n: int) -> torch.Tensor | None:
+    return None if label is None else torch.full((n,), label, dtype=torch.long)
+
+
+def write_sdedit(run: Run, image: str | Path, strength: float, n: int, label: int | None, out: Path) -> str:
+    """SDEdit figure: the input, its noised version, then n edits in one row. Returns what was written."""
+    from .viz import save_grid
+
+    x0 = picture_for(run, image)
+    noised, edits = sdedit(run, x0, strength, n, _same_label(label, n))
+    save_grid(torch.cat([x0, noised[:1], edits]), out, nrow=n + 2)
+    return f"wrote {out}  (input, noised to t0 = {round(strength * run.schedule.T)}, then {n} edits)"
+
+
+def write_inpaint(run: Run, image: str | Path, mask: str | Path, n: int, jump: int, resample: int,
+                  label: int | None, out: Path) -> str:
+    """Inpainting figure: the input, the input with the hole blanked (grey), then n fills."""
+    from .pictures import load_mask
+    from .viz import save_grid
+
+    x0 = picture_for(run, image)
+    fill = load_mask(mask, image, run.item_shape[-1])
+    filled = inpaint(run, x0, fill, n, jump, resample, _same_label(label, n))
+    save_grid(torch.cat([x0, x0 * (1 - fill), filled]), out, nrow=n + 2)  # 0 is mid-grey in [-1, 1]
+    return f"wrote {out}  (input, masked input, then {n} fills)"
+
+
+def write_interpolation(run: Run, seed_a: int, seed_b: int, frames: int, label: int | None, out: Path) -> str:
+    """A strip of `frames` decodings between two seeds' noise."""
+    from .viz import save_grid
+
+    if not run.is_image:
+        raise ConfigError(f"{run.path} models 2D points; interpolation needs an image run")
+    save_grid(interpolate(run, seed_a, seed_b, frames, label), out, nrow=frames)
+    return f"wrote {out}"
+
+
+def write_inversion(run: Run, images: list[str], label: int | None, out: Path) -> str:
+    """Latents of the pictures to out (.npz: latents, reconstructions, images) and a PNG of inputs over
+    reconstructions beside it."""
+    import io
+
+    import numpy as np
+
+    from .io import atomic_write
+    from .viz import save_grid
+
+    x0 = torch.cat([picture_for(run, p) for p in images])
+    latents, recon = invert(run, x0, _same_label(label, len(x0)))
+    buf = io.BytesIO()
+    np.savez_compressed(buf, latents=latents.numpy(), reconstructions=recon.numpy(), images=x0.numpy())
+    atomic_write(out, lambda f: f.write(buf.getvalue()))
+    png = out.with_suffix(".png")
+    save_grid(torch.cat([x0, recon]), png, nrow=len(x0))
+    err = (recon - x0).abs().mean().item()
+    return f"wrote {out} and {png} (top: inputs, bottom: reconstructions; mean |error| {err:.4f})"

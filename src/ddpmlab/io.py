@@ -1,4 +1,6 @@
-"""Run-directory locks: one writer at a time (training, resuming, writing samples into a run).
+"""Safe writes: atomic file writes (temp file, fsync, rename) and run-directory locks (one writer at a time).
+
+Every file ddpmlab writes goes through atomic_write, so a crash leaves the old file or the new one, never half.
 
 A lock is an exclusive, non-blocking fcntl.flock on RUN/.lock, which holds the owner's pid. The kernel releases
 it when the process exits, however it exits, so a killed run never leaves a stale lock behind. Where fcntl does
@@ -9,12 +11,41 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from .errors import RunError
 
 LOCK = ".lock"
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Call write(file_object) on a temp file beside path, fsync, then rename it over path."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600 files; give them the usual permissions
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or new file in the folder durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

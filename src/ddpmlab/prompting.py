@@ -142,6 +142,11 @@ def with_prompts(run: Any, prompts: Sequence[str] | None, text_encoder: str | No
     return run
 
 
+def remember_encoder(cfg: Any, device: torch.device | str, encoder: SentenceEncoder) -> None:
+    """Use an encoder already loaded (training's) for the run cfg describes, instead of loading a second copy."""
+    _ENCODERS.setdefault((cfg.model.text_encoder, str(device)), encoder)
+
+
 def _run_encoder(run: Any) -> SentenceEncoder:
     """The run's encoder (or its --text-encoder), loaded once per process and device."""
     key = (run.text_encoder or run.cfg.model.text_encoder, str(run.device))
@@ -156,4 +161,4 @@ def run_context(run: Any, n: int) -> TextContext | None:
 
 
 __all__ = ["NULL_PROMPT", "CaptionBatches", "check_prompts", "encoder_meta", "preview_prompts", "prompt_context",
-           "prompt_rows", "read_prompts_file", "run_context", "run_encoder", "training_options", "with_prompts"]
+           "prompt_rows", "read_prompts_file", "remember_encoder", "run_context", "run_encoder", "training_options", "with_prompts"]

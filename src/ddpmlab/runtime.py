@@ -6,8 +6,10 @@ import contextlib
 import ctypes
 import functools
 import os
+import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -94,3 +96,31 @@ def keep_freed_memory() -> bool:
     if os.environ.get("DDPMLAB_MALLOC_TUNING", "1") == "0":
         return False
     return mallopt(MALLOC_KEEP)
+
+
+class StopFlag:
+    """Turns SIGTERM and SIGINT into a graceful stop at the end of the current step (a second Ctrl-C interrupts).
+
+    A flag rather than an exception, so that all processes of a torchrun job can agree on the step to stop at.
+    """
+
+    def __init__(self) -> None:
+        self.stop: str = ""  # the name of the signal that asked for the stop
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and self.stop == "SIGINT":
+            raise KeyboardInterrupt
+        self.stop = signal.Signals(signum).name
+
+    def __enter__(self) -> "StopFlag":
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Callable, Literal, get_args
 
 import torch
 
@@ -24,7 +24,6 @@ from .errors import ConfigError
 
 ScheduleName = Literal["linear", "cosine", "sigmoid", "geometric"]
 Spacing = Literal["leading", "trailing", "linspace", "quadratic", "karras", "logsnr"]
-SPACINGS: tuple[str, ...] = ("leading", "trailing", "linspace", "quadratic", "karras", "logsnr")
 # quadratic and karras may return fewer than `steps` timesteps: levels that round to the same t merge.
 
 BETA_MAX = 0.999  # Nichol & Dhariwal 2021, Sec. 3.2: clip beta to avoid a singularity at t = T
@@ -150,32 +149,32 @@ SCHEDULES: dict[str, Callable[..., Schedule]] = {
     "sigmoid": sigmoid,
     "geometric": geometric,
 }
+# the DiffusionConfig fields each schedule takes (config.validate refuses the others when set)
+SCHEDULE_PARAMS: dict[str, tuple[str, ...]] = {
+    "linear": ("beta_start", "beta_end"),
+    "cosine": (),
+    "sigmoid": (),
+    "geometric": ("a",),
+}
 
 
-def make_schedule(
-    name: str,
-    T: int,
-    *,
-    beta_start: float | None = None,
-    beta_end: float | None = None,
-    a: float = 0.9,
-) -> Schedule:
-    """Build a schedule by name; the only string dispatch for schedules."""
+def make_schedule(name: str, T: int, **params: float | None) -> Schedule:
+    """Build a schedule by name with its own parameters (SCHEDULE_PARAMS); the only string dispatch for schedules."""
     if name not in SCHEDULES:
         raise ValueError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
     if T < 1:
         raise ValueError(f"T must be a positive integer, got {T}")
-    if name == "linear":
-        return check_schedule(linear(T, beta_start, beta_end))
-    if name == "geometric":
-        return check_schedule(geometric(T, a))
-    return check_schedule(SCHEDULES[name](T))
+    unused = sorted(set(params) - set(SCHEDULE_PARAMS[name]))
+    if unused:
+        raise ValueError(f"the {name} schedule takes no {', '.join(unused)}")
+    return check_schedule(SCHEDULES[name](T, **params))
 
 
 def schedule_from_config(d) -> Schedule:
     """The schedule a DiffusionConfig describes (0 for beta_start / beta_end means the T-rescaled default)."""
     try:
-        return make_schedule(d.schedule, d.T, beta_start=d.beta_start or None, beta_end=d.beta_end or None, a=d.a)
+        given = {"beta_start": d.beta_start or None, "beta_end": d.beta_end or None, "a": d.a}  # 0: the default
+        return make_schedule(d.schedule, d.T, **{k: given[k] for k in SCHEDULE_PARAMS[d.schedule]})
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -194,22 +193,26 @@ def spaced_timesteps(schedule: Schedule, steps: int, spacing: Spacing = "trailin
     T = schedule.T
     if not 1 <= steps <= T:
         raise ValueError(f"steps must be between 1 and T={T}, got {steps}")
-    if spacing == "leading":
-        ts = torch.arange(0, steps, dtype=torch.float64) * (T // steps) + 1
-    elif spacing == "trailing":
-        ts = torch.round(T - torch.arange(steps, dtype=torch.float64) * (T / steps)).flip(0)
-    elif spacing == "linspace":
-        ts = torch.round(torch.linspace(1, T, steps, dtype=torch.float64))
-    elif spacing == "quadratic":
-        ts = torch.round(torch.linspace(1.0, math.sqrt(T), steps, dtype=torch.float64) ** 2)
-    elif spacing == "karras":
-        ts = _karras_timesteps(schedule, steps)
-    elif spacing == "logsnr":
-        ts = _logsnr_timesteps(schedule, steps)
-    else:
+    if spacing not in SPACINGS:
         raise ValueError(f"unknown spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
-    ts = torch.unique(ts.long().clamp(1, T))  # sorted ascending, duplicates (tiny T) removed
+    ts = torch.unique(SPACINGS[spacing](schedule, steps).long().clamp(1, T))  # ascending, duplicates (tiny T) merged
     return ts.flip(0)
+
+
+def _leading(schedule: Schedule, steps: int) -> torch.Tensor:
+    return torch.arange(0, steps, dtype=torch.float64) * (schedule.T // steps) + 1
+
+
+def _trailing(schedule: Schedule, steps: int) -> torch.Tensor:
+    return torch.round(schedule.T - torch.arange(steps, dtype=torch.float64) * (schedule.T / steps)).flip(0)
+
+
+def _linspace(schedule: Schedule, steps: int) -> torch.Tensor:
+    return torch.round(torch.linspace(1, schedule.T, steps, dtype=torch.float64))
+
+
+def _quadratic(schedule: Schedule, steps: int) -> torch.Tensor:
+    return torch.round(torch.linspace(1.0, math.sqrt(schedule.T), steps, dtype=torch.float64) ** 2)
 
 
 def karras_sigmas(sigma_min: float, sigma_max: float, steps: int, rho: float = 7.0) -> torch.Tensor:
@@ -251,3 +254,15 @@ def _logsnr_timesteps(schedule: Schedule, steps: int) -> torch.Tensor:
     lo, hi = _ve_sigma_range(schedule)
     return _nearest_timesteps(schedule, torch.exp(torch.linspace(math.log(hi), math.log(lo), steps,
                                                                  dtype=torch.float64)))
+
+
+# spacing name -> timesteps(schedule, steps) as floats in [1, T], any order; spaced_timesteps rounds and sorts
+SPACINGS: dict[str, Callable[[Schedule, int], torch.Tensor]] = {
+    "leading": _leading,
+    "trailing": _trailing,
+    "linspace": _linspace,
+    "quadratic": _quadratic,
+    "karras": _karras_timesteps,
+    "logsnr": _logsnr_timesteps,
+}
+assert tuple(SPACINGS) == get_args(Spacing), "Spacing lists the registry's names"

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import csv
 import dataclasses
 import math
-import signal
 import time
 import warnings
 from functools import partial
@@ -37,8 +35,9 @@ from .guidance import drop_labels
 from .prompting import CaptionBatches, encoder_meta
 from .io import run_lock, user_files
 from .models import build_model, count_parameters
-from .runtime import autocast, keep_freed_memory, use_bf16
-from .samplers.run import sample_from_config
+from .optim import ema_decay_at, ema_update, lr_at, make_optimizer
+from .runtime import StopFlag, autocast, keep_freed_memory, use_bf16
+from .train_log import MetricsLog, plot_loss, save_preview
 from .schedules import Schedule, schedule_from_config
 
 
@@ -58,61 +57,6 @@ def check_labels(cfg: Config, data: TensorData) -> None:
         raise ConfigError(f"model.num_classes={k} but dataset {data.name} has no labels; set model.num_classes=0")
     if k and k != data.num_classes:
         raise ConfigError(f"model.num_classes={k} but {data.name} has {data.num_classes} classes; set it to {data.num_classes}")
-
-
-def lr_at(cfg: Config, step: int) -> float:
-    """Linear warmup to train.lr, then constant or cosine decay to lr * min_lr_ratio."""
-    tc = cfg.train
-    if tc.warmup and step < tc.warmup:
-        return tc.lr * (step + 1) / tc.warmup
-    if tc.lr_schedule == "cosine":
-        progress = min(1.0, (step - tc.warmup) / max(1, tc.steps - tc.warmup))
-        return tc.lr * (tc.min_lr_ratio + (1 - tc.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-    return tc.lr
-
-
-def make_optimizer(model: torch.nn.Module, tc, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW with the fused kernel where torch has one: one pass over all parameters, 2.6x faster than the
-    per-tensor loop on CPU (benchmarks/RESULTS.md)."""
-    return torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
-                             fused=True if device.type in ("cpu", "cuda") else None)
-
-
-@torch.no_grad()
-def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * model, for parameters; buffers (BatchNorm) are copied."""
-    ema_p, model_p = list(ema.parameters()), list(model.parameters())
-    torch._foreach_lerp_(ema_p, model_p, 1.0 - decay)
-    for b_ema, b in zip(ema.buffers(), model.buffers()):
-        b_ema.copy_(b)
-
-
-class _StopFlag:
-    """Turns SIGTERM and SIGINT into a graceful stop at the end of the current step (a second Ctrl-C interrupts).
-
-    A flag rather than an exception, so that all processes of a torchrun job can agree on the step to stop at.
-    """
-
-    def __init__(self) -> None:
-        self.stop: str = ""  # the name of the signal that asked for the stop
-        self._old: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if signum == signal.SIGINT and self.stop == "SIGINT":
-            raise KeyboardInterrupt
-        self.stop = signal.Signals(signum).name
-
-    def __enter__(self) -> "_StopFlag":
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread
-                pass
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
 
 
 def train(
@@ -148,32 +92,118 @@ def _train(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, progress: 
         return _train_run(cfg, run_dir, resume, progress, log, held)
 
 
+@dataclass
+class TrainState:
+    """What decides the rest of a run besides the weights and the optimizer: the step, the data order and the
+    position in it, the generators every random draw comes from, and the EMA update count (its warmup)."""
+
+    step: int
+    perm: torch.Tensor  # this epoch's order of the items
+    pos: int  # where the next batch starts in perm
+    index_gen: torch.Generator  # draws the epochs' permutations
+    noise_gen: torch.Generator  # flips, label dropout, t and eps
+    ema_updates: int = 0
+    caption_gen: torch.Generator | None = None  # text runs: which caption of an item is used
+
+    @classmethod
+    def fresh(cls, n_items: int, seed: int, device: torch.device, caption_gen: torch.Generator | None) -> "TrainState":
+        index_gen = torch.Generator().manual_seed(seed)
+        noise_gen = torch.Generator(device=device).manual_seed(seed + 1)
+        return cls(0, torch.randperm(n_items, generator=index_gen), 0, index_gen, noise_gen, 0, caption_gen)
+
+    def to_dict(self, opt: torch.optim.Optimizer) -> dict[str, Any]:
+        """The checkpoint's state.pt (with the optimizer's state and the global RNG, which dropout draws from)."""
+        return {"optimizer": opt.state_dict(), "index_gen": self.index_gen.get_state(),
+                "noise_gen": self.noise_gen.get_state(), "torch_rng": torch.get_rng_state(), "perm": self.perm,
+                "pos": self.pos, "ema_updates": self.ema_updates,
+                **({"caption_gen": self.caption_gen.get_state()} if self.caption_gen is not None else {})}
+
+    def load_dict(self, state: dict[str, Any], opt: torch.optim.Optimizer) -> None:
+        """Continue from a state.pt: the inverse of to_dict (KeyError / ValueError / RuntimeError if it is not one)."""
+        opt.load_state_dict(state["optimizer"])
+        self.index_gen.set_state(state["index_gen"])
+        self.noise_gen.set_state(state["noise_gen"])
+        torch.set_rng_state(state["torch_rng"])
+        if self.caption_gen is not None:
+            self.caption_gen.set_state(state["caption_gen"])
+        self.perm, self.pos, self.step = state["perm"], int(state["pos"]), int(state["step"])
+        self.ema_updates = int(state["ema_updates"])
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One global batch: x0 (B, ...), labels y (B,) after dropout or None, prompts ctx or None, t (B,), eps."""
+
+    x0: torch.Tensor
+    y: torch.Tensor | None
+    ctx: Any
+    t: torch.Tensor
+    eps: torch.Tensor
+
+
+def next_batch(state: TrainState, x_all: torch.Tensor, y_all: torch.Tensor | None, cfg: Config, T: int,
+               captions: CaptionBatches | None) -> Batch:
+    """The next global batch from this epoch's permutation (a fresh one each epoch), with its flips, label
+    dropout, t ~ U{1..T} and noise. Every process draws all of it (same generators, same states)."""
+    tc, gen = cfg.train, state.noise_gen
+    if state.pos + tc.batch_size > len(state.perm):
+        state.perm, state.pos = torch.randperm(len(x_all), generator=state.index_gen), 0
+    idx = state.perm[state.pos : state.pos + tc.batch_size].to(x_all.device)
+    state.pos += tc.batch_size
+    x0 = x_all[idx]
+    y = y_all[idx] if y_all is not None else None
+    if cfg.data.hflip and x0.dim() == 4:
+        flip = torch.rand(len(idx), generator=gen, device=x0.device) < 0.5
+        x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+    if y is not None:  # label dropout also trains the unconditional model used by guidance
+        y = drop_labels(y, tc.p_uncond, cfg.model.num_classes, gen)
+    ctx = captions(idx, gen) if captions is not None else None  # encoded once per global batch
+    t = sample_t(len(idx), T, gen, x0.device)
+    return Batch(x0, y, ctx, t, torch.randn(x0.shape, generator=gen, device=x0.device))
+
+
+def train_step(net: Callable[..., torch.Tensor], model: torch.nn.Module, opt: torch.optim.Optimizer,
+               batch: Batch, cfg: Config, schedule: Schedule, micro_rows: list[slice], bf16: bool, lr: float
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of this process's rows of the batch, accumulated over micro-batches and clipped:
+    (its mean loss, the gradient norm). The optimizer step is the caller's, once the step is known finite."""
+    device = batch.x0.device
+    for group in opt.param_groups:
+        group["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss = torch.zeros((), device=device)
+    accum = len(micro_rows)
+    for k, rows in enumerate(micro_rows):
+        # Gradients of (micro-batch mean / grad_accum) add up to those of the batch mean; DDP all-reduces them
+        # once, on the last micro-batch.
+        with distributed.no_sync(net, sync=k == accum - 1):
+            with autocast(bf16, device):
+                call = net if batch.ctx is None else partial(net, context=batch.ctx.select(rows))
+                part = training_loss(call, schedule, batch.x0[rows], batch.t[rows], batch.eps[rows],
+                                     None if batch.y is None else batch.y[rows], prediction=cfg.diffusion.prediction,
+                                     weighting=cfg.diffusion.weighting,
+                                     min_snr_gamma=cfg.diffusion.min_snr_gamma) / accum
+            part.backward()
+        loss += part.detach()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip or float("inf"))
+    return loss, grad_norm
+
+
 def _train_run(cfg: Config, run_dir: Path, resume: bool, progress: bool, log: Callable[[str], None],
                held: contextlib.ExitStack) -> TrainResult:
     tc = cfg.train
-    main, world = distributed.is_main(), distributed.world_size()
+    main = distributed.is_main()
     if not main:  # rank 0 speaks for the job
         progress, log = False, lambda _: None
     device = distributed.device_for(tc.device)  # cuda:LOCAL_RANK under torchrun
     bf16 = use_bf16(tc.precision, device)
     if device.type == "cpu":
         keep_freed_memory()
-    micro = distributed.local_batch(tc.batch_size, tc.grad_accum)  # rows per forward pass in this process
-
-    # Data as one in-memory tensor on the device; batches are index lookups. Rank 0 loads first, so that a
-    # torchvision download happens once, not concurrently into the same folder.
-    with distributed.rank0_first():
-        data = load_dataset(cfg.data, "train")
-    check_labels(cfg, data)
-    captions = CaptionBatches(cfg, data, device) if cfg.model.context_dim else None  # text runs: prompts per batch
+    cfg, data, captions = _load_data(cfg, device)
+    tc = cfg.train
+    micro = distributed.local_batch(tc.batch_size, tc.grad_accum)  # rows per forward pass; checked before writing
     x_all = data.x.to(device)
     y_all = data.y.to(device) if data.y is not None and cfg.model.num_classes else None
-    if tc.batch_size > len(x_all):
-        warnings.warn(f"train.batch_size={tc.batch_size} exceeds the {len(x_all)} items of {data.name}; training "
-                      f"with batches of {len(x_all)}, so every step is one epoch", stacklevel=2)
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(tc, batch_size=len(x_all)))
-        tc = cfg.train
-        micro = distributed.local_batch(tc.batch_size, tc.grad_accum)
 
     torch.manual_seed(tc.seed)
     model = build_model(cfg, data.shape).to(device)
@@ -181,215 +211,177 @@ def _train_run(cfg: Config, run_dir: Path, resume: bool, progress: bool, log: Ca
     net = distributed.wrap(model)  # what the loss calls: DDP(model) under torchrun, which averages gradients
     schedule = schedule_from_config(cfg.diffusion)
     opt = make_optimizer(model, tc, device)
-
-    # All randomness flows from two explicit generators whose states are checkpointed.
-    index_gen = torch.Generator().manual_seed(tc.seed)
-    noise_gen = torch.Generator(device=device).manual_seed(tc.seed + 1)
-    perm, pos, step, ema_updates = torch.randperm(len(x_all), generator=index_gen), 0, 0, 0
-
+    # All randomness flows from explicit generators whose states are checkpointed.
+    state = TrainState.fresh(len(x_all), tc.seed, device, captions.generator if captions else None)
     if resume:
-        source = ckpt.latest_checkpoint(run_dir)
-        ckpt.load_weights(source / ckpt.MODEL, model)
-        ckpt.load_weights(source / ckpt.EMA, ema)
-        state = ckpt.load_state(source)
-        try:
-            opt.load_state_dict(state["optimizer"])
-            index_gen.set_state(state["index_gen"])
-            noise_gen.set_state(state["noise_gen"])
-            torch.set_rng_state(state["torch_rng"])  # dropout draws from the global generator
-            if captions is not None:
-                captions.generator.set_state(state["caption_gen"])
-            perm, pos, step, ema_updates = state["perm"], int(state["pos"]), int(state["step"]), int(state["ema_updates"])
-        except (KeyError, ValueError, RuntimeError) as exc:
-            raise RunError(f"{run_dir / ckpt.STATE} does not belong to this run ({exc}); start a new run") from None
-        if len(perm) != len(x_all):
-            raise RunError(f"{run_dir} was trained on {len(perm)} items but {data.name} has {len(x_all)}; "
-                           "resume with the same data")
-        if step >= tc.steps:
-            log(f"{run_dir} is already at its last step ({step} of train.steps={tc.steps}); nothing to train. "
-                f"Extend it with: ddpmlab train --resume {run_dir} --set train.steps={2 * step}")
-            return TrainResult(run_dir, step, math.nan, 0.0, 0.0, False)
-        log(f"resuming {run_dir} at step {step}")
+        _resume(run_dir, model, ema, opt, state, len(x_all), data.name)
+        if state.step >= tc.steps:
+            log(f"{run_dir} is already at its last step ({state.step} of train.steps={tc.steps}); nothing to train. "
+                f"Extend it with: ddpmlab train --resume {run_dir} --set train.steps={2 * state.step}")
+            return TrainResult(run_dir, state.step, math.nan, 0.0, 0.0, False)
+        log(f"resuming {run_dir} at step {state.step}")
     if not main:  # dropout draws from the global generator: give each process its own (rank 0 keeps the saved one)
-        torch.manual_seed(tc.seed + 7919 * distributed.rank() + 104729 * step)
+        torch.manual_seed(tc.seed + 7919 * distributed.rank() + 104729 * state.step)
     distributed.barrier()  # every process has checked and read run_dir before rank 0 writes into it
     if main:
         held.enter_context(run_lock(run_dir))  # one writer at a time; a refused start has written nothing
-        if not resume:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / ckpt.METRICS).write_text("step,loss,lr,images_per_s,elapsed_s,skipped\n")
-        ckpt.write_config(run_dir, cfg)
-        ckpt.write_meta(run_dir, data.shape, data.class_names, data.name,
-                        encoder_meta(captions.encoder) if captions else None)
-        (run_dir / "samples").mkdir(exist_ok=True)
+        _write_run_files(run_dir, cfg, data, captions, fresh=not resume)
 
-    def state_dict() -> dict[str, Any]:
-        return {"optimizer": opt.state_dict(), "index_gen": index_gen.get_state(),
-                "noise_gen": noise_gen.get_state(), "torch_rng": torch.get_rng_state(), "perm": perm, "pos": pos,
-                "ema_updates": ema_updates, **({"caption_gen": captions.generator.get_state()} if captions else {})}
-
-    def save() -> None:
-        if not main:
-            return
-        try:
-            ckpt.save_checkpoint(run_dir, model, ema, state_dict(), step, keep=tc.keep)
-        except OSError as exc:
-            kept = ckpt.snapshots(run_dir)
-            raise RunError(f"could not write the checkpoint of step {step} ({exc.strerror or exc}); "
-                           f"{'the previous one, ' + kept[-1].name + ', is intact' if kept else 'nothing was saved'}"
-                           ) from None
-
-    log(f"training {cfg.name}: {count_parameters(model) / 1e6:.2f}M parameters, {len(x_all)} items of "
-        f"{data.name}, {device}{' bf16' if bf16 else ''}{f' x {world} processes' if world > 1 else ''}, "
-        f"{tc.steps} steps of batch {tc.batch_size}"
-        f"{f' in {tc.grad_accum} micro-batches' if tc.grad_accum > 1 else ''} -> {run_dir}")
-    writer = _tensorboard(run_dir) if main else None
-    # This process's rows of every global batch, cut into grad_accum micro-batches of `micro` rows.
+    log(_summary(cfg, model, data, device, bf16, run_dir))
+    # This process's rows of every global batch, cut into grad_accum micro-batches.
     first = distributed.shard(tc.batch_size).start
-    micro_rows = [slice(first + k * micro, first + (k + 1) * micro) for k in range(tc.grad_accum)]
-    start_step, t_start = step, time.monotonic()
-    window_loss, window_n, window_t = torch.zeros((), device=device), 0, time.monotonic()
-    last_loss, rate, stopped = float("nan"), 0.0, False
-    skipped = bad_in_row = 0  # non-finite steps: in all, and in a row
-    bar = tqdm(total=tc.steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
-    net.train()
+    job = _Job(cfg, run_dir, model, ema, net, opt, schedule, data, x_all, y_all, captions, bf16,
+               [slice(first + k * micro, first + (k + 1) * micro) for k in range(tc.grad_accum)], main, log)
+    start_step, t_start = state.step, time.monotonic()
+    metrics = MetricsLog(run_dir, cfg, device, tqdm(total=tc.steps, initial=state.step, disable=not progress,
+                                                    unit="step", dynamic_ncols=True), write=main)
     try:
-        with _StopFlag() as flag:
-            while step < tc.steps:
-                # Next global batch from this epoch's permutation; a fresh permutation each epoch. Every
-                # process draws all of it (same generators, same states) and then trains on its own rows.
-                if pos + tc.batch_size > len(perm):
-                    perm, pos = torch.randperm(len(x_all), generator=index_gen), 0
-                idx = perm[pos : pos + tc.batch_size].to(device)
-                pos += tc.batch_size
-                x0 = x_all[idx]
-                y = y_all[idx] if y_all is not None else None
-                if cfg.data.hflip and data.is_image:
-                    flip = torch.rand(len(idx), generator=noise_gen, device=device) < 0.5
-                    x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
-                if y is not None:  # label dropout also trains the unconditional model used by guidance
-                    y = drop_labels(y, tc.p_uncond, cfg.model.num_classes, noise_gen)
-                ctx = captions(idx, noise_gen) if captions is not None else None  # encoded once per global batch
-                t = sample_t(len(idx), schedule.T, noise_gen, device)
-                eps = torch.randn(x0.shape, generator=noise_gen, device=device)
+        stopped = _loop(job, state, metrics, t_start)
+    finally:
+        metrics.close()
+    job.save(state)
+    if main:
+        plot_loss(run_dir)
+    seconds = time.monotonic() - t_start
+    images_per_s = (state.step - start_step) * tc.batch_size / max(seconds, 1e-9)
+    log(f"done: step {state.step}, loss {metrics.last_loss:.4f}, {images_per_s:.0f} images/s, {seconds:.0f}s "
+        f"-> {run_dir}")
+    return TrainResult(run_dir, state.step, metrics.last_loss, images_per_s, seconds, stopped)
 
-                for group in opt.param_groups:
-                    group["lr"] = lr_at(cfg, step)
-                opt.zero_grad(set_to_none=True)
-                loss = torch.zeros((), device=device)  # this process's mean loss over its rows
-                for k, rows in enumerate(micro_rows):
-                    # Gradients of (micro-batch mean / grad_accum) add up to those of the batch mean; DDP
-                    # all-reduces them once, on the last micro-batch.
-                    with distributed.no_sync(net, sync=k == tc.grad_accum - 1):
-                        with autocast(bf16, device):
-                            call = net if ctx is None else partial(net, context=ctx.select(rows))
-                            part = training_loss(call, schedule, x0[rows], t[rows], eps[rows],
-                                                 None if y is None else y[rows], prediction=cfg.diffusion.prediction,
-                                                 weighting=cfg.diffusion.weighting,
-                                                 min_snr_gamma=cfg.diffusion.min_snr_gamma) / tc.grad_accum
-                        part.backward()
-                    loss += part.detach()
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip or float("inf"))
-                step += 1
-                bar.update(1)
+
+@dataclass(frozen=True)
+class _Job:
+    """What stays fixed while a run trains: its config, networks, optimizer, schedule and data."""
+
+    cfg: Config
+    run_dir: Path
+    model: torch.nn.Module
+    ema: torch.nn.Module
+    net: Callable[..., torch.Tensor]  # what the loss calls: DDP(model) under torchrun
+    opt: torch.optim.Optimizer
+    schedule: Schedule
+    data: TensorData
+    x_all: torch.Tensor
+    y_all: torch.Tensor | None
+    captions: CaptionBatches | None
+    bf16: bool
+    micro_rows: list[slice]  # this process's rows of each global batch, one slice per micro-batch
+    main: bool
+    log: Callable[[str], None]
+
+    def save(self, state: TrainState) -> None:
+        if self.main:
+            _save(self.run_dir, self.model, self.ema, state.to_dict(self.opt), state.step, self.cfg.train.keep)
+
+
+def _loop(job: _Job, state: TrainState, metrics: MetricsLog, t_start: float) -> bool:
+    """Train until train.steps, the time budget or a signal; True when it stopped early."""
+    cfg, tc, log = job.cfg, job.cfg.train, job.log
+    bad_in_row = 0  # non-finite steps in a row
+    job.net.train()
+    try:
+        with StopFlag() as flag:
+            while state.step < tc.steps:
+                batch = next_batch(state, job.x_all, job.y_all, cfg, job.schedule.T, job.captions)
+                loss, grad_norm = train_step(job.net, job.model, job.opt, batch, cfg, job.schedule, job.micro_rows,
+                                             job.bf16, lr_at(cfg, state.step))
+                state.step += 1
+                metrics.bar.update(1)
                 # One small all-reduce: all processes skip, stop or run out of time at the same step.
                 nonfinite, stop, out_of_time = distributed.any_rank(
                     not (torch.isfinite(loss) and torch.isfinite(grad_norm)), bool(flag.stop),
                     tc.minutes > 0 and time.monotonic() - t_start > tc.minutes * 60)
-                if nonfinite:
-                    # Skip the update: weights, optimizer moments and EMA stay as they were.
-                    skipped += 1
+                if nonfinite:  # skip the update: weights, optimizer moments and EMA stay as they were
+                    metrics.skipped += 1
                     bad_in_row += 1
-                    log(f"\nstep {step}: non-finite {'loss' if not torch.isfinite(loss) else 'gradient'}; "
-                        f"update skipped ({bad_in_row} in a row, {skipped} in all)")
-                    if bad_in_row >= tc.max_nonfinite:
-                        raise RunError(
-                            f"{bad_in_row} non-finite steps in a row at step {step}; stopped without saving, the last "
-                            f"good checkpoint is kept. Likely causes: train.lr too high ({tc.lr:g}), bf16 overflow "
-                            "(try --set train.precision=fp32), or bad input data")
+                    _check_nonfinite(tc, state.step, not torch.isfinite(loss), bad_in_row, metrics.skipped, log)
                     continue
                 bad_in_row = 0
-                opt.step()
-                decay = min(tc.ema_decay, (1 + ema_updates) / (10 + ema_updates)) if tc.ema_warmup else tc.ema_decay
-                ema_update(ema, model, decay)
-                ema_updates += 1
-                window_loss += loss
-                window_n += 1
-
-                if (step % tc.log_every == 0 or step == tc.steps or out_of_time or stop) and window_n:
-                    now = time.monotonic()
-                    last_loss = (distributed.mean(window_loss) / window_n).item()  # the global batch's mean
-                    rate = window_n * tc.batch_size / max(now - window_t, 1e-9)
-                    if main:
-                        _log_metrics(run_dir, writer, step, last_loss, lr_at(cfg, step - 1), rate, now - t_start,
-                                     skipped)
-                    bar.set_postfix(loss=f"{last_loss:.4f}", img_s=f"{rate:.0f}")
-                    window_loss.zero_()
-                    window_n, window_t = 0, now
-                if tc.sample_every and step % tc.sample_every == 0:  # every process samples a share of the grid
-                    _save_grid(cfg, ema, schedule, data, device, run_dir / "samples" / f"step_{step:07d}.png",
-                               captions)
-                if step % tc.ckpt_every == 0:
-                    save()
+                job.opt.step()
+                ema_update(job.ema, job.model, ema_decay_at(tc, state.ema_updates))
+                state.ema_updates += 1
+                metrics.add(loss)
+                if state.step % tc.log_every == 0 or state.step == tc.steps or out_of_time or stop:
+                    metrics.flush(state.step, time.monotonic() - t_start)
+                if tc.sample_every and state.step % tc.sample_every == 0:  # every process samples a share
+                    save_preview(cfg, job.ema, job.schedule, job.data,
+                               job.run_dir / "samples" / f"step_{state.step:07d}.png", job.captions)
+                if state.step % tc.ckpt_every == 0:
+                    job.save(state)
                 if out_of_time or stop:
-                    stopped = True
-                    log(f"\nstopping at step {step} ({'time budget' if out_of_time else flag.stop or 'a signal'}); "
-                        f"saved. Continue with: ddpmlab train --resume {run_dir}")
-                    break
+                    log(f"\nstopping at step {state.step} ({'time budget' if out_of_time else flag.stop or 'a signal'}"
+                        f"); saved. Continue with: ddpmlab train --resume {job.run_dir}")
+                    return True
     except KeyboardInterrupt:
-        stopped = True
-        log(f"\ninterrupted at step {step}; saving. Continue with: ddpmlab train --resume {run_dir}")
-    finally:
-        bar.close()
-        if writer is not None:
-            writer.close()
-    save()
-    if main:
-        _plot_loss(run_dir)
-    seconds = time.monotonic() - t_start
-    images_per_s = (step - start_step) * tc.batch_size / max(seconds, 1e-9)
-    log(f"done: step {step}, loss {last_loss:.4f}, {images_per_s:.0f} images/s, {seconds:.0f}s -> {run_dir}")
-    return TrainResult(run_dir, step, last_loss, images_per_s, seconds, stopped)
+        log(f"\ninterrupted at step {state.step}; saving. Continue with: ddpmlab train --resume {job.run_dir}")
+        return True
+    return False
 
 
-def _tensorboard(run_dir: Path):
+def _load_data(cfg: Config, device: torch.device) -> tuple[Config, TensorData, CaptionBatches | None]:
+    """The training split (rank 0 loads first, so a download happens once), checked against the model; a dataset
+    smaller than the batch trains with batches of all of it."""
+    with distributed.rank0_first():
+        data = load_dataset(cfg.data, "train")
+    check_labels(cfg, data)
+    captions = CaptionBatches(cfg, data, device) if cfg.model.context_dim else None  # text runs: prompts per batch
+    if cfg.train.batch_size > len(data.x):
+        warnings.warn(f"train.batch_size={cfg.train.batch_size} exceeds the {len(data.x)} items of {data.name}; "
+                      f"training with batches of {len(data.x)}, so every step is one epoch", stacklevel=3)
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=len(data.x)))
+    return cfg, data, captions
+
+
+def _resume(run_dir: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer,
+            state: TrainState, n_items: int, data_name: str) -> None:
+    """Load the latest checkpoint's weights, optimizer and TrainState; refuse a state of another run or data."""
+    source = ckpt.latest_checkpoint(run_dir)
+    ckpt.load_weights(source / ckpt.MODEL, model)
+    ckpt.load_weights(source / ckpt.EMA, ema)
     try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional at run time
-        return None
-    return SummaryWriter(log_dir=str(run_dir))
+        state.load_dict(ckpt.load_state(source), opt)
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise RunError(f"{run_dir / ckpt.STATE} does not belong to this run ({exc}); start a new run") from None
+    if len(state.perm) != n_items:
+        raise RunError(f"{run_dir} was trained on {len(state.perm)} items but {data_name} has {n_items}; "
+                       "resume with the same data")
 
 
-def _log_metrics(run_dir: Path, writer, step: int, loss: float, lr: float, rate: float, elapsed: float,
-                 skipped: int) -> None:
-    with open(run_dir / ckpt.METRICS, "a", newline="") as f:
-        csv.writer(f).writerow([step, f"{loss:.6f}", f"{lr:.6g}", f"{rate:.1f}", f"{elapsed:.1f}", skipped])
-    if writer is not None:
-        writer.add_scalar("loss", loss, step)
-        writer.add_scalar("lr", lr, step)
-        writer.add_scalar("images_per_s", rate, step)
+def _write_run_files(run_dir: Path, cfg: Config, data: TensorData, captions: CaptionBatches | None,
+                     fresh: bool) -> None:
+    if fresh:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / ckpt.METRICS).write_text("step,loss,lr,images_per_s,elapsed_s,skipped\n")
+    ckpt.write_config(run_dir, cfg)
+    ckpt.write_meta(run_dir, data.shape, data.class_names, data.name,
+                    encoder_meta(captions.encoder) if captions else None)
+    (run_dir / "samples").mkdir(exist_ok=True)
 
 
-def _save_grid(cfg: Config, ema, schedule: Schedule, data: TensorData, device, path: Path,
-               captions: CaptionBatches | None = None) -> None:
-    from .viz import save_grid, save_scatter, save_prompt_grid
-
-    ema.eval()
-    n = 64 if data.is_image else 2000
-    context = captions.preview_context(n) if captions is not None else None  # fixed prompts, a row each
-    samples = sample_from_config(cfg, ema, schedule, data.shape, n, device, context=context,
-                                 guidance=cfg.sample.guidance if context is not None else 0.0)
-    if not distributed.is_main():
-        return
-    if captions is not None:
-        save_prompt_grid(samples, captions.preview, path)
-    elif data.is_image:
-        save_grid(samples, path, nrow=8)
-    else:
-        save_scatter(samples, path, reference=data.x[:2000])
+def _save(run_dir: Path, model: torch.nn.Module, ema: torch.nn.Module, state: dict[str, Any], step: int,
+          keep: int) -> None:
+    try:
+        ckpt.save_checkpoint(run_dir, model, ema, state, step, keep=keep)
+    except OSError as exc:
+        kept = ckpt.snapshots(run_dir)
+        raise RunError(f"could not write the checkpoint of step {step} ({exc.strerror or exc}); "
+                       f"{'the previous one, ' + kept[-1].name + ', is intact' if kept else 'nothing was saved'}"
+                       ) from None
 
 
-def _plot_loss(run_dir: Path) -> None:
-    from .viz import plot_loss
+def _check_nonfinite(tc, step: int, in_loss: bool, in_row: int, skipped: int, log: Callable[[str], None]) -> None:
+    log(f"\nstep {step}: non-finite {'loss' if in_loss else 'gradient'}; update skipped ({in_row} in a row, "
+        f"{skipped} in all)")
+    if in_row >= tc.max_nonfinite:
+        raise RunError(f"{in_row} non-finite steps in a row at step {step}; stopped without saving, the last good "
+                       f"checkpoint is kept. Likely causes: train.lr too high ({tc.lr:g}), bf16 overflow (try --set "
+                       "train.precision=fp32), or bad input data")
 
-    plot_loss(run_dir / ckpt.METRICS, run_dir / "loss.png")
+
+def _summary(cfg: Config, model: torch.nn.Module, data: TensorData, device: torch.device, bf16: bool,
+             run_dir: Path) -> str:
+    tc, world = cfg.train, distributed.world_size()
+    return (f"training {cfg.name}: {count_parameters(model) / 1e6:.2f}M parameters, {len(data.x)} items of "
+            f"{data.name}, {device}{' bf16' if bf16 else ''}{f' x {world} processes' if world > 1 else ''}, "
+            f"{tc.steps} steps of batch {tc.batch_size}"
+            f"{f' in {tc.grad_accum} micro-batches' if tc.grad_accum > 1 else ''} -> {run_dir}")

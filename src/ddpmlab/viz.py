@@ -1,7 +1,7 @@
 """Figures: sample grids, forward-process strips, denoising trajectories, GIFs, loss curves, 2D scatters.
 
 Images come in as (N, C, H, W) tensors in [-1, 1]; points as (N, 2).
-Every file is written through checkpoint.atomic_write (temp file, then rename).
+Every file is written through io.atomic_write (temp file, then rename).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write
+from .io import atomic_write
 
 
 def _plt():
@@ -163,6 +163,17 @@ def plot_loss(metrics_csv: str | Path, path: str | Path) -> None:
     _save_figure(fig, path)
 
 
+def schedules_figure(T: int, path: str | Path) -> None:
+    """alpha_bar_t and log-SNR of every registered schedule at T steps."""
+    from .schedules import SCHEDULES, make_schedule
+
+    curves = {}
+    for name in SCHEDULES:
+        s = make_schedule(name, T)
+        curves[name] = (s.alpha_bar[1:].numpy(), s.log_snr[1:].numpy())
+    plot_schedules(curves, T, path)
+
+
 def plot_schedules(curves: dict[str, tuple[np.ndarray, np.ndarray]], T: int, path: str | Path) -> None:
     """curves: name -> (alpha_bar_t, lambda_t) for t = 1..T."""
     plt = _plt()
@@ -187,7 +198,8 @@ def forward_figure(*, data: str | None, image: str | None, n: int, ts: Sequence[
     The same noise eps is used for every t, so each row shows one path of corruption.
     """
     from .config import DataConfig
-    from .data import load_dataset, load_picture
+    from .data import load_dataset
+    from .pictures import load_picture
     from .diffusion import q_sample
     from .errors import ConfigError, DataError
     from .schedules import make_schedule

@@ -63,7 +63,7 @@ def _classify(name: str, images: torch.Tensor) -> torch.Tensor:
 def class_alignment(run: Any, weights: Sequence[float], per_prompt: int, split: str = "eval") -> dict[str, Any]:
     """Classifier accuracy against the prompt's class, per guidance weight, with real-image ceiling and floors."""
     from ..data import load_dataset
-    from ..sample import sample
+    from ..sampling import sample
 
     if run.cfg.data.name not in TEMPLATED or run.cfg.data.captions != "templates":
         raise ConfigError(f"{run.path} was not trained on templated prompts of mnist or fashion-mnist")
@@ -108,7 +108,7 @@ def retrieval_alignment(run: Any, weights: Sequence[float], per_prompt: int) -> 
     """Retrieval of each sample's own prompt through its nearest training images' captions, per guidance weight."""
     from ..data import load_dataset
     from ..prompting import _run_encoder, with_prompts
-    from ..sample import sample
+    from ..sampling import sample
 
     prompts, items = eval_prompts(run)
     data = load_dataset(run.cfg.data, "train")

@@ -3,6 +3,8 @@ a text-conditional U-Net (model.context_dim > 0) also takes context= (ddpmlab.te
 
 from __future__ import annotations
 
+from typing import Callable
+
 from torch import nn
 
 from ..config import Config
@@ -11,7 +13,7 @@ from .mlp import MLP, MLPConfig
 from .tutorial import SimpleUnet, TinyCNN
 from .unet import UNet, UNetConfig, check_image_size
 
-__all__ = ["MLP", "MLPConfig", "SimpleUnet", "TinyCNN", "UNet", "UNetConfig", "build_model", "count_parameters"]
+__all__ = ["ARCHS", "MLP", "MLPConfig", "SimpleUnet", "TinyCNN", "UNet", "UNetConfig", "build_model", "count_parameters"]
 
 
 def build_model(cfg: Config, item_shape: tuple[int, ...]) -> nn.Module:
@@ -28,30 +30,41 @@ def build_model(cfg: Config, item_shape: tuple[int, ...]) -> nn.Module:
     if m.context_dim and m.arch != "unet":
         raise ConfigError(f"model.arch={m.arch} takes no text context; use arch=unet for model.context_dim > 0")
     try:
-        if m.arch == "mlp":
-            return MLP(MLPConfig(item_shape[0], m.hidden, m.depth, num_classes=m.num_classes))
-        channels, size = item_shape[0], item_shape[1]
-        if m.arch == "tinycnn":
-            return TinyCNN(channels, m.channels, cfg.diffusion.T)
-        if m.arch == "simpleunet":
-            check_image_size(size, len(m.channel_mults))
-            return SimpleUnet(channels, tuple(m.channels * k for k in m.channel_mults))
-        return UNet(
-            UNetConfig(
-                in_channels=channels,
-                image_size=size,
-                channels=m.channels,
-                channel_mults=m.channel_mults,
-                num_res_blocks=m.num_res_blocks,
-                attention_resolutions=m.attention_resolutions,
-                heads=m.heads,
-                dropout=m.dropout,
-                num_classes=m.num_classes,
-                context_dim=m.context_dim,
-            )
-        )
+        return ARCHS[m.arch](cfg, item_shape)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def _mlp(cfg: Config, item_shape: tuple[int, ...]) -> nn.Module:
+    m = cfg.model
+    return MLP(MLPConfig(item_shape[0], m.hidden, m.depth, num_classes=m.num_classes))
+
+
+def _tinycnn(cfg: Config, item_shape: tuple[int, ...]) -> nn.Module:
+    return TinyCNN(item_shape[0], cfg.model.channels, cfg.diffusion.T)
+
+
+def _simpleunet(cfg: Config, item_shape: tuple[int, ...]) -> nn.Module:
+    m = cfg.model
+    check_image_size(item_shape[1], len(m.channel_mults))
+    return SimpleUnet(item_shape[0], tuple(m.channels * k for k in m.channel_mults))
+
+
+def _unet(cfg: Config, item_shape: tuple[int, ...]) -> nn.Module:
+    m = cfg.model
+    return UNet(UNetConfig(in_channels=item_shape[0], image_size=item_shape[1], channels=m.channels,
+                           channel_mults=m.channel_mults, num_res_blocks=m.num_res_blocks,
+                           attention_resolutions=m.attention_resolutions, heads=m.heads, dropout=m.dropout,
+                           num_classes=m.num_classes, context_dim=m.context_dim))
+
+
+# model.arch -> builder(cfg, item_shape): the only dispatch on the architecture name
+ARCHS: dict[str, Callable[[Config, tuple[int, ...]], nn.Module]] = {
+    "mlp": _mlp,
+    "tinycnn": _tinycnn,
+    "simpleunet": _simpleunet,
+    "unet": _unet,
+}
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,28 +1,22 @@
 """Samplers: stateless functions sharing one signature,
 sampler(denoise, x_T, schedule, timesteps, *, generator=None, callback=None, **options) -> x_0.
 
-SAMPLERS is the only name -> function dispatch.
+SAMPLERS = {name: SamplerSpec} is the only dispatch: each spec holds the function, the options it takes (each the
+name of a `sample.*` config field with its default) and the spacing it runs with by step count.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, get_args
 
 from ..schedules import Spacing
 from .common import Callback, Generators, randn_like
 from .ddim import ddim_invert, sample_ddim
 from .ddpm import sample_ddpm
 from .dpm_solver import sample_dpmpp_2m, sample_dpmpp_3m
-from .karras import sample_euler, sample_heun
+from .karras import heun_evaluations, sample_euler, sample_heun
 
-SAMPLERS: dict[str, Callable[..., object]] = {
-    "ddpm": sample_ddpm,
-    "ddim": sample_ddim,
-    "dpmpp-2m": sample_dpmpp_2m,
-    "dpmpp-3m": sample_dpmpp_3m,
-    "euler": sample_euler,
-    "heun": sample_heun,
-}
 
 # sample.spacing = "auto": the spacing each sampler runs with, by step count, as (up to this many steps, spacing),
 # the last entry for any count. Chosen from benchmarks/sampler_oracle.py (every sampler x spacing x NFE in
@@ -45,6 +39,50 @@ AUTO_SPACING: dict[str, tuple[tuple[int, Spacing], ...]] = {
 }
 DEFAULT_SPACING: dict[str, Spacing] = {name: table[-1][1] for name, table in AUTO_SPACING.items()}  # many steps
 
+SamplerName = Literal["ddpm", "ddim", "dpmpp-2m", "dpmpp-3m", "euler", "heun"]
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """A sampler: its function, the options it takes ({keyword: default}, each a `sample.*` config field of the
+    same name) and its auto spacing table ((up to this many steps, spacing), ...)."""
+
+    fn: Callable[..., Any]
+    options: dict[str, Any] = field(default_factory=dict)
+    auto_spacing: tuple[tuple[int, Spacing], ...] = ((999_999, "trailing"),)
+    evaluations: Callable[[Any, Any], int] = lambda schedule, timesteps: len(timesteps)  # network calls per sample
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def option_values(self, settings: Any) -> dict[str, Any]:
+        """The keyword arguments for fn from a SampleConfig: its value of each option this sampler takes."""
+        return {name: getattr(settings, name) for name in self.options}
+
+
+SAMPLERS: dict[str, SamplerSpec] = {
+    "ddpm": SamplerSpec(sample_ddpm, {"variance": "posterior"}, AUTO_SPACING["ddpm"]),
+    "ddim": SamplerSpec(sample_ddim, {"eta": 0.0}, AUTO_SPACING["ddim"]),
+    "dpmpp-2m": SamplerSpec(sample_dpmpp_2m, {}, AUTO_SPACING["dpmpp-2m"]),
+    "dpmpp-3m": SamplerSpec(sample_dpmpp_3m, {}, AUTO_SPACING["dpmpp-3m"]),
+    "euler": SamplerSpec(sample_euler, {}, AUTO_SPACING["euler"]),
+    "heun": SamplerSpec(sample_heun, {"s_churn": 0.0}, AUTO_SPACING["heun"], heun_evaluations),
+}
+assert set(SAMPLERS) == set(get_args(SamplerName)), "SamplerName lists the registry's names"
+SAMPLER_OPTIONS: dict[str, Any] = {k: v for spec in SAMPLERS.values() for k, v in spec.options.items()}
+
+
+def option_problem(sampler: str, settings: Any) -> str:
+    """Why a SampleConfig sets an option that `sampler` does not take ('' when it sets none)."""
+    spec = SAMPLERS[sampler]
+    for name, default in SAMPLER_OPTIONS.items():
+        if name not in spec.options and getattr(settings, name) != default:
+            users = ", ".join(n for n, s in SAMPLERS.items() if name in s.options)
+            takes = ", ".join(spec.options) or "no options"
+            return (f"sample.{name} = {getattr(settings, name)!r} applies only to {users}; sampler {sampler} takes "
+                    f"{takes}: drop it or choose {users}")
+    return ""
+
 # Below these step counts a sampler drops modes of the oracle mixtures whatever the spacing: Heun keeps 4 of the 6
 # components of the narrow off-centre mixture at 4 steps (7 evaluations) and 5 of 6 at 5 steps (9), all of them
 # from 8 steps (15), the smallest measured count that keeps every mode; sampling warns with the reason.
@@ -57,7 +95,7 @@ def resolve_spacing(sampler: str, spacing: str, steps: int | None = None, T: int
         return spacing  # type: ignore[return-value]
     if steps is not None and T is not None and steps >= T:
         return "trailing"  # the full chain: every t once
-    table = AUTO_SPACING.get(sampler, ((999_999, "trailing"),))
+    table = SAMPLERS[sampler].auto_spacing if sampler in SAMPLERS else ((999_999, "trailing"),)
     return next(sp for limit, sp in table if steps is None or steps <= limit)
 
 
@@ -76,7 +114,10 @@ __all__ = [
     "DEFAULT_SPACING",
     "MIN_STEPS",
     "SAMPLERS",
+    "SAMPLER_OPTIONS",
     "Callback",
+    "SamplerName",
+    "SamplerSpec",
     "Generators",
     "ddim_invert",
     "get_sampler",
@@ -88,11 +129,13 @@ __all__ = [
     "sample_dpmpp_3m",
     "sample_euler",
     "sample_heun",
+    "option_problem",
     "steps_warning",
 ]
 
 
 def get_sampler(name: str) -> Callable[..., object]:
+    """The sampler function registered as `name`."""
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
-    return SAMPLERS[name]
+    return SAMPLERS[name].fn

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 def text_options(p: argparse.ArgumentParser, several: bool) -> None:
@@ -22,7 +22,7 @@ def text_options(p: argparse.ArgumentParser, several: bool) -> None:
 
 def prompts_of(args: argparse.Namespace) -> list[str] | None:
     """The prompts of --prompt and --prompts-file, in that order; None when neither is given."""
-    from .prompting import read_prompts_file
+    from ..prompting import read_prompts_file
 
     given = args.prompt if isinstance(args.prompt, list) else ([] if args.prompt is None else [args.prompt])
     given = given + (read_prompts_file(args.prompts_file) if getattr(args, "prompts_file", None) else [])
@@ -39,9 +39,9 @@ def eval_prompts(args: argparse.Namespace, run, sweep: list[float] | None) -> in
     """eval --prompts: alignment per guidance weight, written to RUN/alignment.json."""
     import json
 
-    from .checkpoint import atomic_write
-    from .metrics.alignment import alignment, format_alignment
-    from .sample import with_sample_settings
+    from ..io import atomic_write
+    from ..metrics.alignment import alignment, format_alignment
+    from ..sampling import with_sample_settings
 
     unused = [f"--{k.replace('_', '-')}" for k in ("sweep_steps", "samplers", "inception_weights", "batch_size")
               if getattr(args, k) is not None] + (["--features"] if args.features != "auto" else [])

@@ -1,0 +1,289 @@
+"""The sampling job: a `Run` (a trained network ready to sample) and `generate(run, n)`, the one path every
+command, the training previews, evaluation, editing and the studio sample through.
+
+Sample i draws all of its noise from its own generator (seed, i), so it is the same whatever the batch size, the
+part of the indices asked for, or the number of torchrun processes sharing the work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import torch
+from tqdm.auto import tqdm
+
+from . import checkpoint as ckpt
+from . import distributed
+from .config import Config, validate
+from .diffusion import Denoiser, make_denoiser
+from .errors import ConfigError
+from .guidance import guided, prompted
+from .models import build_model
+from .prompting import run_context, with_prompts
+from .runtime import autocast, keep_freed_memory, use_bf16
+from .samplers import SAMPLERS, resolve_spacing, steps_warning
+from .samplers.common import Callback
+from .schedules import Schedule, schedule_from_config, spaced_timesteps
+from .text.context import TextContext
+
+
+@dataclass
+class Run:
+    """A trained network ready to sample: config, network (eval mode), schedule, data shape and device."""
+
+    path: Path
+    cfg: Config
+    model: torch.nn.Module
+    schedule: Schedule
+    item_shape: tuple[int, ...]
+    class_names: tuple[str, ...]
+    step: int
+    device: torch.device
+    prompts: tuple[str, ...] = ()  # a text run's prompts, in order, for sampling and editing (prompting.py)
+    text_encoder: str = ""  # a sentence encoder directory replacing the run's own (--text-encoder)
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.item_shape) == 3
+
+    @classmethod
+    def load(cls, run_dir: str | Path, *, weights: Literal["ema", "model"] = "ema", device: str = "auto") -> "Run":
+        """Read config.toml and meta.json, build the network and load its (EMA) weights from the latest checkpoint.
+
+        Under torchrun, process r runs on cuda:LOCAL_RANK (or the CPU); see distributed.device_for.
+        """
+        run_dir = Path(run_dir)
+        cfg = ckpt.read_config(run_dir)
+        meta = ckpt.read_meta(run_dir)
+        item_shape = tuple(int(v) for v in meta["item_shape"])
+        dev = distributed.device_for(device)
+        model = build_model(cfg, item_shape)
+        source = ckpt.latest_checkpoint(run_dir)
+        step = ckpt.load_weights(source / (ckpt.EMA if weights == "ema" else ckpt.MODEL), model)
+        model.to(dev).eval()
+        return cls(run_dir, cfg, model, schedule_from_config(cfg.diffusion), item_shape, tuple(meta["class_names"]),
+                   step, dev)
+
+    @classmethod
+    def from_training(cls, cfg: Config, model: torch.nn.Module, schedule: Schedule, item_shape: tuple[int, ...],
+                      *, path: Path = Path("."), step: int = 0, class_names: tuple[str, ...] = ()) -> "Run":
+        """The live state of a training run (its EMA network, say), sampled on the network's device."""
+        return cls(Path(path), cfg, model, schedule, tuple(item_shape), tuple(class_names), step,
+                   next(model.parameters()).device)
+
+
+def load_run(run_dir: str | Path, *, weights: Literal["ema", "model"] = "ema", device: str = "auto") -> Run:
+    """Run.load: a run directory's network, ready to sample."""
+    return Run.load(run_dir, weights=weights, device=device)
+
+
+def with_sample_settings(run: Run, **settings: Any) -> Run:
+    """A copy of run whose cfg.sample has the given (non-None) settings, checked by config.validate.
+
+    Choosing another sampler resets the options that only the old one took (the run's eta, say, when switching
+    from ddim to euler); an option given here that the chosen sampler does not take is an error.
+    """
+    updates = {k: v for k, v in settings.items() if v is not None}
+    if not updates:
+        return run
+    new = run.cfg.sample.sampler if "sampler" not in updates else updates["sampler"]
+    if new in SAMPLERS and new != run.cfg.sample.sampler:
+        from .samplers import SAMPLER_OPTIONS
+
+        keep = SAMPLERS[new].options
+        updates = {**{k: v for k, v in SAMPLER_OPTIONS.items() if k not in keep}, **updates}
+    try:
+        cfg = validate(dataclasses.replace(run.cfg, sample=dataclasses.replace(run.cfg.sample, **updates)))
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from None
+    return dataclasses.replace(run, cfg=cfg)
+
+
+def default_labels(num_classes: int, n: int) -> torch.Tensor | None:
+    """The labels of n samples when none are given: every class in turn, in blocks of (nearly) equal size.
+
+    Sample i gets class i * K // n, so a grid of n = K rows x m has one row per class, and every class is present
+    whenever n >= K; None for an unconditional run (num_classes = 0).
+    """
+    if not num_classes:
+        return None
+    return torch.arange(n) * num_classes // n if n >= num_classes else torch.arange(n)
+
+
+def class_labels(run: Run, which: str | None, n: int) -> torch.Tensor | None:
+    """Labels for n samples: None/'all' -> default_labels, an index or a class name -> that class for all n."""
+    k = run.cfg.model.num_classes
+    if which is None and not k:
+        return None
+    if run.cfg.model.context_dim:
+        raise ConfigError(f"--class needs a class-conditional run; {run.path} is text-conditional: use --prompt")
+    if not k:
+        raise ConfigError(f"--class needs a class-conditional run; {run.path} was trained without labels "
+                          "(model.num_classes = 0)")
+    if which is None or which == "all":
+        return default_labels(k, n)
+    names = [c.lower() for c in run.class_names]
+    if which.lower() in names:
+        c = names.index(which.lower())
+    else:
+        try:
+            c = int(which)
+        except ValueError:
+            raise ConfigError(f"--class {which!r} is neither a class index nor one of {', '.join(run.class_names)}") from None
+    if not 0 <= c < k:
+        raise ConfigError(f"--class {c} is outside [0, {k}); this run has {k} classes")
+    return torch.full((n,), c, dtype=torch.long)
+
+
+def check_guidance(run: Run, w: float) -> None:
+    """A guidance weight needs labels or prompts to guide towards, and must be a non-negative number.
+
+    A text run sampled without prompts draws unconditional samples (the null prompt): no guidance applies.
+    """
+    if w and not run.cfg.model.num_classes and not run.cfg.model.context_dim:
+        raise ConfigError(f"--guidance needs a class-conditional run; {run.path} was trained without labels "
+                          "(model.num_classes = 0)")
+    if w < 0 or w != w:
+        raise ConfigError(f"--guidance must be a non-negative number, got {w}")
+
+
+def sample_generators(seed: int, indices: range, device: torch.device | str) -> list[torch.Generator]:
+    """One generator per sample index: sample i always gets the same noise for a given seed."""
+    return [torch.Generator(device=device).manual_seed(seed * 1_000_003 + i) for i in indices]
+
+
+def initial_noise(seed: int, indices: range, item_shape: tuple[int, ...], device: torch.device | str):
+    """x_T for samples [indices] and the generators that continue their noise streams."""
+    gens = sample_generators(seed, indices, device)
+    return torch.stack([torch.randn(item_shape, generator=g, device=device) for g in gens]), gens
+
+
+def denoiser_for(run: Run, labels: torch.Tensor | None, context: TextContext | None
+                 ) -> Callable[[slice], Denoiser]:
+    """denoise_for(slice) -> the denoiser of samples [slice]: their labels or prompts, guidance, x0 clipping."""
+    cfg, model = run.cfg, run.model
+    guidance = cfg.sample.guidance
+    labelled = guidance and context is None and cfg.model.num_classes  # a text run without prompts: unguided
+    net = guided(model, guidance, cfg.model.num_classes) if labelled else model
+    clip = 1.0 if cfg.sample.clip and run.is_image else None
+    bf16 = _sample_in_bf16(cfg, run.item_shape, run.device)
+    if bf16 and context is None:
+        net = _autocast(net, run.device)
+
+    def for_slice(sl: slice) -> Denoiser:
+        part = net
+        if context is not None:  # sample i keeps prompt i, whichever batch it falls in
+            part = prompted(model, context.select(sl), guidance)
+            part = _autocast(part, run.device) if bf16 else part
+        return make_denoiser(part, run.schedule, cfg.diffusion.prediction, y=None if labels is None else labels[sl],
+                             clip=clip)
+
+    return for_slice
+
+
+def _sample_in_bf16(cfg: Config, item_shape: tuple[int, ...], device: torch.device) -> bool:
+    """sample.precision: 'auto' is bf16 for image networks that predict v or x0, where the hardware runs bf16.
+
+    An eps-prediction network is sampled in fp32 under 'auto': x0 = (x_t - sigma_t eps) / alpha_t multiplies the
+    network's rounding error by sigma_t / alpha_t (about 160 at t = T of the linear schedule), and bf16's 8-bit
+    mantissa then turns into pixel-sized noise. v and x0 targets have no such factor.
+    """
+    if len(item_shape) != 3 or cfg.sample.precision == "fp32":
+        return False
+    if cfg.sample.precision == "bf16":
+        return True
+    return cfg.diffusion.prediction != "eps" and use_bf16("auto", device)
+
+
+def _autocast(net: Callable[..., torch.Tensor], device: torch.device) -> Callable[..., torch.Tensor]:
+    """net run under bf16 autocast; its output back in float32 for the sampler's arithmetic."""
+
+    def call(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        with autocast(True, device):
+            return net(x, t, y).float()
+
+    return call
+
+
+def timesteps_of(run: Run) -> torch.Tensor:
+    """The decreasing timesteps run.cfg.sample asks for (its spacing, "auto" resolved for its sampler and steps)."""
+    s = run.cfg.sample
+    return spaced_timesteps(run.schedule, s.steps, resolve_spacing(s.sampler, s.spacing, s.steps, run.schedule.T))
+
+
+@torch.no_grad()
+def generate(run: Run, n: int, *, labels: torch.Tensor | None = None, prompts: list[str] | None = None,
+             part: slice | None = None, callback: Callback | None = None, progress: bool = False) -> torch.Tensor:
+    """Samples [part] of the indices 0..n-1 (default all): (len, *item_shape) on the CPU, in data space.
+
+    labels: (n,) classes of a conditional run (default: default_labels). prompts: a text run's prompts, in
+    len(prompts) blocks of samples (default run.prompts; none: unconditional). Sampler, steps, spacing, seed,
+    guidance and batch size are run.cfg.sample's. callback(i, t, x_t, x0_hat) sees the first batch's steps.
+    Under torchrun, without part or callback, the processes share the indices and each returns all n samples.
+    """
+    if n < 1:
+        raise ConfigError(f"sample.n must be at least 1, got {n}")
+    run = with_prompts(run, prompts)
+    s = run.cfg.sample
+    check_guidance(run, s.guidance)
+    warning = steps_warning(s.sampler, s.steps)
+    if warning:
+        warnings.warn(warning, stacklevel=3)  # the caller of generate, past torch.no_grad's wrapper
+    labels = default_labels(run.cfg.model.num_classes, n) if labels is None else labels
+    labels = None if labels is None else labels.to(run.device)
+    context = run_context(run, n)
+    denoise_for = denoiser_for(run, labels, None if context is None else context.to(run.device))
+    spec, timesteps = SAMPLERS[s.sampler], timesteps_of(run)
+    split = callback is None and part is None and distributed.world_size() > 1
+    mine = distributed.shard(n) if split else part
+    first, last = (0, n) if mine is None else (mine.start, mine.stop)
+    if run.device.type == "cpu":
+        keep_freed_memory()
+    out = [torch.empty((0, *run.item_shape))]
+    starts = range(first, last, s.batch_size)
+    for start in tqdm(starts, desc="sampling", unit="batch",
+                      disable=not progress or len(starts) < 2 or not distributed.is_main()):
+        idx = range(start, min(last, start + s.batch_size))
+        x_T, gens = initial_noise(s.seed, idx, run.item_shape, run.device)
+        x0 = spec.fn(denoise_for(slice(idx.start, idx.stop)), x_T, run.schedule, timesteps, generator=gens,
+                     callback=callback if start == first else None, **spec.option_values(s))
+        out.append(x0.float().cpu())
+    x = torch.cat(out)
+    return distributed.gather_shards(x, n) if split else x
+
+
+def sample(run: Run, n: int, *, labels: torch.Tensor | None = None, prompts: list[str] | None = None,
+           progress: bool = False) -> torch.Tensor:
+    """All n samples (n, *item_shape) in data space ([-1, 1] for images): generate(run, n)."""
+    return generate(run, n, labels=labels, prompts=prompts, progress=progress)
+
+
+@torch.no_grad()
+def record_trajectory(run: Run, n: int, labels: torch.Tensor | None = None
+                      ) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    """Sample n items in one batch, keeping every step: (ts, x_t: (K, n, ...), x0_hat: (K, n, ...)).
+
+    Samples equal those of generate() with the same seed: the first n of them.
+    """
+    ts, xs, x0s = [], [], []
+
+    def keep(i: int, t: int, x: torch.Tensor, x0: torch.Tensor) -> None:
+        ts.append(t)
+        xs.append(x.float().cpu())
+        x0s.append(x0.float().cpu())
+
+    one_batch = dataclasses.replace(run, cfg=dataclasses.replace(
+        run.cfg, sample=dataclasses.replace(run.cfg.sample, batch_size=n)))
+    generate(one_batch, n, labels=labels, callback=keep)
+    return ts, torch.stack(xs), torch.stack(x0s)
+
+
+LoadedRun = Run  # the name before Run; kept as an alias
+
+__all__ = ["LoadedRun", "Run", "check_guidance", "class_labels", "default_labels", "denoiser_for", "generate",
+           "initial_noise", "load_run", "record_trajectory", "sample", "sample_generators", "timesteps_of",
+           "with_sample_settings"]
