@@ -7,13 +7,13 @@ them), 32x32 single-channel images. Sampler: DPM-Solver++(2M), ddpmlab's `dpmpp-
 DPMSolverMultistepScheduler, linear 1000-step schedule.
   diffusers fp32          DDPMPipeline(unet, DPMSolverMultistepScheduler) called as its users call it
   diffusers bf16          the same call inside torch.autocast(bfloat16) and torch.inference_mode()
-  ddpmlab                 sample_from_config with its defaults for a v-prediction network like the image
+  ddpmlab                 sampling.generate with its defaults for a v-prediction network like the image
                           presets' (bf16 autocast on CPUs with native bf16; the network's cost is the same
                           whatever it predicts)
   ddpmlab fp32            the same with sample.precision = "fp32"
 With --guidance W (classifier-free guidance, class-conditional networks with 10 classes + null):
   diffusers               the loop diffusers' guided pipelines use: cond and uncond in one batched forward
-  ddpmlab                 sample_from_config(guidance=W): also one batched forward (guidance.guided)
+  ddpmlab                 sampling.generate with sample.guidance = W: also one batched forward (guidance.guided)
 ddpmlab runs with the allocator setting its sampling applies on the CPU (runtime.keep_freed_memory), diffusers with
 glibc's defaults; "diffusers bf16, keep-freed allocator" rows show what that setting alone gives diffusers.
 Variants run interleaved in one process; each number is the median over --repeats rounds.
@@ -81,20 +81,20 @@ def diffusers_guided(batch: int, nfe: int, bf16: bool, w: float):
 
 def ddpmlab_run(batch: int, nfe: int, precision: str, w: float = 0.0):
     from ddpmlab.config import build_config
-    from ddpmlab.samplers.run import sample_from_config
+    from ddpmlab.sampling import Run, generate
     from ddpmlab.schedules import schedule_from_config
 
     cfg = build_config(None, settings={
         "model": {"num_classes": K if w else 0},
         "diffusion": {"schedule": "linear", "T": 1000, "prediction": "v"},  # as the presets: bf16 under auto
-        "sample": {"sampler": "dpmpp-2m", "steps": nfe, "batch_size": batch, "precision": precision}})
+        "sample": {"sampler": "dpmpp-2m", "steps": nfe, "batch_size": batch, "precision": precision,
+                   "guidance": w}})
     model = ddpmlab_unet(num_classes=K if w else 0).eval()
-    schedule = schedule_from_config(cfg.diffusion)
+    job = Run.from_training(cfg, model, schedule_from_config(cfg.diffusion), (1, SIZE, SIZE))
     labels = torch.arange(batch) % K if w else None
 
     def run() -> None:
-        sample_from_config(cfg, model, schedule, (1, SIZE, SIZE), batch, torch.device("cpu"), labels=labels,
-                           guidance=w)
+        generate(job, batch, labels=labels)
 
     return run
 

@@ -100,7 +100,7 @@ class SampleConfig:
     batch_size: int = 256
     seed: int = 0
     # the network's precision while sampling images: auto = bf16 autocast for v/x0-prediction networks where the
-    # hardware runs bf16 natively, fp32 otherwise (samplers/run.py says why); the sampler's arithmetic stays fp32
+    # hardware runs bf16 natively, fp32 otherwise (sampling.py says why); the sampler's arithmetic stays fp32
     precision: Literal["auto", "fp32", "bf16"] = "auto"
 
 
