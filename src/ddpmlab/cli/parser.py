@@ -98,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     _tools_commands(command)
     _edit_commands(command)
     _eval_commands(command)
+    p = sub.add_parser("studio", help="Serve a local web page to explore runs (needs the studio extra).",
+                       description="Serve a local web page to explore runs: sample, compare, forward, guidance, edit.")
+    p.add_argument("runs", nargs="*", metavar="RUN", help="run directories (default: every run under runs/)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="port to listen on (default 7860)")
     return parser
 
 

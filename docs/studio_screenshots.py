@@ -1,0 +1,138 @@
+"""Screenshots of every tab of `ddpmlab studio` for the README, taken in the system Chromium through Playwright.
+
+    python docs/studio_screenshots.py runs/mnist --cond-run runs/mnist-cond --out docs
+
+Serves the studio on a free loopback port, clicks through Sample (mid-way through the denoising, and done),
+Compare, Forward, Guidance (needs --cond-run), Edit (a stroke painted for inpainting) and Run, and writes
+studio_<tab>.png into --out. Needs the studio-test extra and Debian's chromium package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import time
+from pathlib import Path
+
+CHROMIUM = "/usr/bin/chromium"
+VIEW = {"width": 1280, "height": 960}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fill(page, selector: str, value) -> None:
+    box = page.locator(f"{selector} input[type=number]").first
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def choose(page, selector: str, option: str) -> None:
+    page.locator(f"{selector} input").first.click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def status_has(page, selector: str, text: str, timeout_s: float = 600) -> None:
+    page.wait_for_function(f"(document.querySelector('{selector}') || {{innerText: ''}}).innerText"
+                           f".includes({text!r})", timeout=timeout_s * 1000)
+
+
+def shoot(page, out: Path, name: str, selector: str | None = None) -> None:
+    """The page from the top down to the bottom of `selector` (default: the viewport)."""
+    clip = None
+    if selector:
+        box = page.locator(selector).bounding_box()
+        page_box = page.evaluate("() => ({w: document.documentElement.scrollWidth})")
+        clip = {"x": 0, "y": 0, "width": page_box["w"], "height": box["y"] + box["height"] + 16}
+    path = out / f"studio_{name}.png"
+    page.screenshot(path=str(path), clip=clip, full_page=clip is not None)
+    print(f"wrote {path}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", help="an image run (the Sample, Compare, Forward, Edit and Run tabs)")
+    ap.add_argument("--cond-run", help="a class-conditional run (the Guidance tab)")
+    ap.add_argument("--out", default="docs")
+    args = ap.parse_args()
+    out = Path(args.out)
+    os.environ["PLAYWRIGHT_BROWSERS_PATH"] = str(out / ".no-browser-downloads")  # never download a browser
+    from playwright.sync_api import sync_playwright
+
+    from ddpmlab.studio import start
+
+    studio = start([args.run, *([args.cond_run] if args.cond_run else [])], "127.0.0.1", free_port())
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = browser.new_page(viewport=VIEW, device_scale_factor=1)
+            page.set_default_timeout(600_000)
+            page.goto(studio.url)
+            status_has(page, "#summary", "schedule")
+
+            fill(page, "#images", 64)
+            page.click("#generate")
+            status_has(page, "#sample-status", "step 9")
+            shoot(page, out, "sample_streaming")
+            status_has(page, "#sample-status", "s per image")
+            page.wait_for_selector("#grid img[src]")
+            time.sleep(1)
+            shoot(page, out, "sample", "#download-png")
+
+            page.get_by_role("tab", name="Compare").click()
+            fill(page, "#compare-n", 16)
+            page.click("#compare-go")
+            status_has(page, "#compare-status", "per image; B")
+            time.sleep(1)
+            shoot(page, out, "compare", "#grid-a")
+
+            page.get_by_role("tab", name="Forward").click()
+            fill(page, "#forward-t", 400)
+            status_has(page, "#forward-text", "t = 400,")
+            time.sleep(1)
+            shoot(page, out, "forward", "#forward-curve")
+
+            if args.cond_run:
+                choose(page, "#run", args.cond_run)
+                status_has(page, "#summary", "classes")
+                page.get_by_role("tab", name="Guidance").click()
+                page.click("#guidance-go")
+                status_has(page, "#guidance-status", "the same seeds")
+                time.sleep(1)
+                shoot(page, out, "guidance", "#guidance-out")
+                choose(page, "#run", args.run)
+                status_has(page, "#summary", "unconditional")
+
+            page.get_by_role("tab", name="Edit").click()
+            fill(page, "#edit-index", 7)
+            page.click("#edit-use")
+            time.sleep(1)
+            page.click("#editor button[aria-label=Brush]")
+            box = page.locator("#editor canvas").first.bounding_box()
+            cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+            page.mouse.move(cx - 60, cy - 10)
+            page.mouse.down()
+            for k in range(30):
+                page.mouse.move(cx - 60 + 4 * k, cy - 10 + (k % 10 - 5), steps=2)
+                time.sleep(0.01)
+            page.mouse.up()
+            page.click("#inpaint-go")
+            page.wait_for_selector("#edit-out img[src]")
+            time.sleep(1)
+            shoot(page, out, "edit", "#edit-out")
+
+            page.get_by_role("tab", name="Run").click()
+            page.wait_for_selector("#run-loss img[src]")
+            time.sleep(1)
+            shoot(page, out, "run")
+            browser.close()
+    finally:
+        studio.close()
+
+
+if __name__ == "__main__":
+    main()
