@@ -43,13 +43,18 @@ def status_has(page, selector: str, text: str, timeout_s: float = 600) -> None:
 
 def shoot(page, out: Path, name: str, selector: str | None = None) -> None:
     """The page from the top down to the bottom of `selector` (default: the viewport)."""
-    clip = None
-    if selector:
-        box = page.locator(selector).bounding_box()
-        page_box = page.evaluate("() => ({w: document.documentElement.scrollWidth})")
-        clip = {"x": 0, "y": 0, "width": page_box["w"], "height": box["y"] + box["height"] + 16}
+    import io
+
+    from PIL import Image
+
     path = out / f"studio_{name}.png"
-    page.screenshot(path=str(path), clip=clip, full_page=clip is not None)
+    if selector is None:
+        page.screenshot(path=str(path))
+    else:
+        page.evaluate("window.scrollTo(0, 0)")
+        box = page.locator(selector).bounding_box()
+        whole = Image.open(io.BytesIO(page.screenshot(full_page=True)))
+        whole.crop((0, 0, whole.width, min(whole.height, int(box["y"] + box["height"] + 16)))).save(path)
     print(f"wrote {path}")
 
 
@@ -123,7 +128,7 @@ def main() -> None:
             page.click("#inpaint-go")
             page.wait_for_selector("#edit-out img[src]")
             time.sleep(1)
-            shoot(page, out, "edit", "#edit-out")
+            shoot(page, out, "edit", "#interpolate-go")
 
             page.get_by_role("tab", name="Run").click()
             page.wait_for_selector("#run-loss img[src]")

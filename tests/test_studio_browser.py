@@ -282,9 +282,9 @@ def test_bad_input_gets_a_message_in_the_page_and_the_server_keeps_serving(page,
     toast(page, "words.png is not an image")
     page.locator("#forward-upload button[aria-label=Clear]").first.click()
     huge = tmp_path / "huge.png"
-    huge.write_bytes(b"\0" * (9 * 2**20))
+    huge.write_bytes(b"\0" * (8 * 2**20 + 1024))
     upload(page, "#forward-upload", huge)
-    toast(page, "8 MB")  # the page refuses files over the limit, naming it
+    toast(page, "exceed the maximum allowed size of 8.0 Mb")  # refused before it reaches the server
     page.get_by_role("tab", name="Sample").click()
     choose(page, "#run", str(runs["plain"]))
     page.get_by_text("unconditional").first.wait_for()

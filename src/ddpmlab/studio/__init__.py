@@ -95,6 +95,9 @@ def start(paths: Sequence[str], host: str = "127.0.0.1", port: int = 7860, *, ro
 
 def serve(paths: Sequence[str], host: str = "127.0.0.1", port: int = 7860) -> int:
     """`ddpmlab studio`: serve until Ctrl-C; one line for each path that is not a run."""
+    import warnings
+
+    warnings.simplefilter("ignore", ResourceWarning)  # the web server's own event loops, not the user's business
     studio = start(paths, host, port)
     for note in studio.notes:
         print(f"ddpmlab studio: {note}", file=sys.stderr)

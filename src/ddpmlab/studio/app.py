@@ -15,6 +15,7 @@ from . import gradio, handlers as H, jobs
 CSS = """
 .pixels img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }
 .pixels canvas { image-rendering: pixelated; }
+.fit img { width: 100%; height: 100%; object-fit: contain; padding-top: 28px; box-sizing: border-box; }
 """
 SHOWN = dict(interactive=False, buttons=["download", "fullscreen"])  # no share button: nothing leaves the machine
 NETWORK = dict(concurrency_id="network", concurrency_limit=1)
@@ -95,7 +96,8 @@ def build_app(runs: Sequence[Path], notes: Sequence[str], workdir: Path):
         with gr.Tab("Forward", id="forward"):
             with gr.Row():
                 with gr.Column(min_width=260):
-                    f_source = gr.Radio(["dataset", "upload"], value="dataset", label="Picture from", elem_id="forward-source")
+                    f_source = gr.Radio(["dataset", "upload"], value="dataset", label="Picture from",
+                                        elem_id="forward-source")
                     f_data = gr.Dropdown(datasets, value=datasets[0], label="Dataset")
                     f_index = gr.Number(0, precision=0, minimum=0, label="Image index")
                     f_upload = gr.File(label=f"Upload a picture (under {jobs.MAX_UPLOAD_MB} MB)", type="filepath",
@@ -140,7 +142,7 @@ def build_app(runs: Sequence[Path], notes: Sequence[str], workdir: Path):
                     e_source = gr.Radio(["training image", "upload"], value="training image", label="Picture from")
                     e_index = gr.Number(0, precision=0, minimum=0, label="Training image index", elem_id="edit-index")
                     e_upload = gr.File(label=f"Upload a picture (under {jobs.MAX_UPLOAD_MB} MB)", type="filepath",
-                                       file_types=["image"], elem_id="edit-upload")
+                                       file_types=["image"], elem_id="edit-upload", height=120)
                     e_use = gr.Button("Use picture", elem_id="edit-use")
                     e_seed = gr.Number(0, precision=0, label="Seed")
                     e_n = gr.Slider(1, 8, value=4, step=1, label="Edits")
@@ -152,6 +154,8 @@ def build_app(runs: Sequence[Path], notes: Sequence[str], workdir: Path):
                                             elem_classes="pixels", transforms=[],
                                             brush=gr.Brush(colors=["rgb(255, 64, 64)"], color_mode="fixed",
                                                            default_size=16), format="png")
+                    e_out = gr.Image(label="result", format="png", **SHOWN, elem_id="edit-out",
+                                     elem_classes="pixels", height=200)
             picture = gr.State()
             with gr.Row():
                 with gr.Column():
@@ -168,13 +172,12 @@ def build_app(runs: Sequence[Path], notes: Sequence[str], workdir: Path):
                         e_b = gr.Number(2, precision=0, label="Seed B")
                         e_frames = gr.Slider(2, 16, value=8, step=1, label="Frames")
                     e_interp = gr.Button("Interpolate", variant="primary", elem_id="interpolate-go")
-            e_out = gr.Image(label="result", format="png", **SHOWN, elem_id="edit-out",
-                             elem_classes="pixels", height=240)
 
         with gr.Tab("Run", id="run"):
             with gr.Row():
                 with gr.Column():
-                    r_loss = gr.Image(label="training loss", type="filepath", **SHOWN, height=320, elem_id="run-loss")
+                    r_loss = gr.Image(label="training loss", type="filepath", **SHOWN, height=320, elem_id="run-loss",
+                                      elem_classes="fit")
                     r_metrics = gr.Dataframe(label="metrics.csv (last rows)", interactive=False)
                 with gr.Column():
                     r_config = gr.Code(label="config.toml", interactive=False, max_lines=40, elem_id="run-config")
