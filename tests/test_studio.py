@@ -75,7 +75,7 @@ def serve(runs: dict[str, Path]):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, one_thread):  # tiny networks on 2 shared cores: one thread is ~8x faster here
     return tiny_runs(tmp_path_factory.getbasetemp() / "studio-runs")
 
 

@@ -207,6 +207,8 @@ def sample_handler(workdir: Path):
 
         if s.sampler and s.steps and steps_warning(s.sampler, s.steps):
             gr.Warning(html.escape(steps_warning(s.sampler, s.steps)))
+        if path and not s.prompts and s.guidance and jobs.run_facts(path).text:
+            gr.Warning("guidance needs a prompt to guide towards: without one, a text run samples unconditionally")
         flag = _stop_flag(request)
         off = gr.update(value=None, interactive=False)
         yield None, None, "starting...", None, off, off
