@@ -48,6 +48,11 @@ EXAMPLES = {
   ddpmlab nll runs/mnist --n 500
   ddpmlab nll runs/mnist --n 200 --timesteps 100   # stratified over t: 101 instead of 1000 evaluations per image
 (writes RUN/nll.json)""",
+    "studio": """examples:
+  ddpmlab studio runs/demo
+  ddpmlab studio runs/mnist runs/mnist-cond --port 7861
+  ddpmlab studio                # every run under runs/
+(needs the studio extra: pip install -e .[studio]; serves http://127.0.0.1:PORT/ until Ctrl-C)""",
 }
 
 
@@ -98,8 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     _tools_commands(command)
     _edit_commands(command)
     _eval_commands(command)
-    p = sub.add_parser("studio", help="Serve a local web page to explore runs (needs the studio extra).",
-                       description="Serve a local web page to explore runs: sample, compare, forward, guidance, edit.")
+    p = command("studio", "Serve a local web page to explore runs: sample, compare, forward, guidance, edit.")
     p.add_argument("runs", nargs="*", metavar="RUN", help="run directories (default: every run under runs/)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port to listen on (default 7860)")
