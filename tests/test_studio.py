@@ -311,3 +311,45 @@ def test_the_network_lock_is_free_after_every_request(studio):
     assert jobs.NETWORK.acquire(timeout=TIMEOUT)
     jobs.NETWORK.release()
     assert not [t for t in threading.enumerate() if t.name == "ddpmlab-studio-job"]
+
+
+def text_run(base: Path) -> Path:
+    """A text-conditional run without training: a random, perturbed 16 px text U-Net and a tiny sentence encoder
+    (helpers.fake_encoder_dir), saved as `ddpmlab train` saves a run."""
+    from helpers import fake_encoder_dir
+
+    from ddpmlab import checkpoint as ckpt
+    from ddpmlab.config import build_config
+    from ddpmlab.models import build_model
+
+    run = base / "text"
+    if (run / "ema.safetensors").is_file():
+        return run
+    enc = fake_encoder_dir(base / "encoder")
+    cfg = build_config("mnist", None, ["model.channels=8", "model.channel_mults=[1, 2]", "model.context_dim=16",
+                                       "model.heads=2", "model.attention_resolutions=[8]", "diffusion.T=50",
+                                       "sample.steps=4", "sample.precision='fp32'", f"model.text_encoder='{enc}'"])
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = build_model(cfg, (1, 16, 16))
+        with torch.no_grad():  # the zero-initialised cross-attention off zero, so that prompts matter
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+    run.mkdir(parents=True)
+    ckpt.write_config(run, cfg)
+    ckpt.write_meta(run, (1, 16, 16), (), "folder:none")
+    ckpt.save_checkpoint(run, model, model, {}, 1)
+    return run
+
+
+def test_a_text_run_samples_its_prompts_as_the_cli_does(client, runs, tmp_path_factory, tmp_path):
+    run = text_run(tmp_path_factory.getbasetemp() / "studio-text")
+    args = (str(run), "latest", "ddim", 4, "auto", 2, 4, "all", "a red apple\nthe blue cat", 3.0)
+    *_, status, grid, _, npz = call(client, "/sample", *args)
+    want = cli_png(run, tmp_path / "cli.png", "--n", "4", "--seed", "2", "--sampler", "ddim", "--steps", "4",
+                   "--prompt", "a red apple", "--prompt", "the blue cat", "--guidance", "3")
+    assert path_of(grid).read_bytes() == want  # the prompt grid, a row per prompt with its text beside it
+    other = call(client, "/sample", *args[:8], "a big dog\nthe blue cat", 3.0)[3]
+    assert path_of(other).read_bytes() != want
+    with pytest.raises(gradio_client.exceptions.AppError, match="do not split into 2 prompt rows"):
+        call(client, "/sample", *args[:6], 3, *args[7:])
