@@ -146,9 +146,9 @@ def test_sampling_streams_a_frame_per_step(client, runs):
 
 
 def test_two_requests_are_queued_not_interleaved(client, runs, monkeypatch):
-    from ddpmlab.studio import jobs
+    from ddpmlab.studio.jobs import sampling
 
-    spans, draw = [], jobs._draw
+    spans, draw = [], sampling._draw
 
     def timed(*args):
         start = time.perf_counter()
@@ -157,7 +157,7 @@ def test_two_requests_are_queued_not_interleaved(client, runs, monkeypatch):
         finally:
             spans.append((start, time.perf_counter()))
 
-    monkeypatch.setattr(jobs, "_draw", timed)
+    monkeypatch.setattr(sampling, "_draw", timed)
     other = gradio_client.Client(client.src, verbose=False, download_files=False)  # a second page
     a = client.submit(*sample_args(runs, "ddpm", 50, "trailing", n=16), api_name="/sample")
     b = other.submit(*sample_args(runs, "ddpm", 50, "trailing", n=16, seed=4), api_name="/sample")
@@ -168,14 +168,14 @@ def test_two_requests_are_queued_not_interleaved(client, runs, monkeypatch):
 
 
 def test_stop_ends_the_job_at_its_next_step(client, runs, monkeypatch):
-    from ddpmlab.studio import jobs
+    from ddpmlab.studio.jobs import sampling
 
-    draw = jobs._draw
+    draw = sampling._draw
 
     def slowly(run, n, labels, callback):  # 50 steps of 20 ms at least: time to press Stop
         return draw(run, n, labels, lambda *a: (time.sleep(0.02), callback(*a)))
 
-    monkeypatch.setattr(jobs, "_draw", slowly)
+    monkeypatch.setattr(sampling, "_draw", slowly)
     job = client.submit(*sample_args(runs, "ddpm", 50, "trailing", n=64, run="plain"), api_name="/sample")
     deadline = time.time() + TIMEOUT
     while not any(isinstance(o[2], str) and o[2].startswith("step") for o in job.outputs()):
@@ -230,15 +230,16 @@ def test_edits_through_the_api(client, runs):
 
 
 def test_inpaint_fills_the_painted_region_and_keeps_the_rest(runs):
-    from ddpmlab.studio import handlers, jobs
+    from ddpmlab.studio.handlers import edit
+    from ddpmlab.studio.jobs.inputs import run_dataset_image
 
-    x, _ = jobs.run_dataset_image(runs["cond"], 0)
+    x, _ = run_dataset_image(runs["cond"], 0)
     strokes = np.zeros((256, 256, 4), np.uint8)
     strokes[64:128, 96:160, 3] = 255  # painted at 16x: pixels 4..7 down, 6..9 across
-    mask = handlers._mask({"layers": [strokes]}, x)
+    mask = edit._mask({"layers": [strokes]}, x)
     assert mask.shape == (1, 1, 16, 16) and mask.sum() == 16 and mask[0, 0, 4:8, 6:10].all()
-    grid = np.asarray(Image.open(handlers.inpaint(str(runs["cond"]), "latest", x.numpy(), {"layers": [strokes]},
-                                                  2, 0, "all", 1, 10)))
+    grid = np.asarray(Image.open(edit.inpaint(str(runs["cond"]), "latest", x.numpy(), {"layers": [strokes]},
+                                              2, 0, "all", 1, 10)))
     cells = [grid[2:18, 2 + 18 * k : 18 + 18 * k] for k in range(4)]  # input, masked, 2 fills
     keep = np.ones((16, 16), bool)
     keep[4:8, 6:10] = False
@@ -248,9 +249,9 @@ def test_inpaint_fills_the_painted_region_and_keeps_the_rest(runs):
 
 
 def test_run_records(runs, tmp_path):
-    from ddpmlab.studio import jobs
+    from ddpmlab.studio.jobs.records import run_records
 
-    r = jobs.run_records(runs["cond"], tmp_path)
+    r = run_records(runs["cond"], tmp_path)
     assert "num_classes = 2" in r.config and r.loss_png is not None and r.loss_png.stat().st_size > 1000
     assert [row["step"] for row in r.metrics][-1] == "8" and r.checkpoints == (4, 8)
 
@@ -266,7 +267,7 @@ def test_an_earlier_checkpoint_samples_differently(client, runs):
 
 
 def test_bad_input_is_one_line_in_the_page_and_the_server_keeps_serving(client, runs, tmp_path):
-    from ddpmlab.studio import jobs
+    from ddpmlab.studio.jobs import inputs
 
     errors = gradio_client.exceptions.AppError
     with pytest.raises(errors, match=r"ema.safetensors is missing; the run has no saved weights yet"):
@@ -282,9 +283,9 @@ def test_bad_input_is_one_line_in_the_page_and_the_server_keeps_serving(client, 
     with pytest.raises(errors, match="notes.png is not an image; upload a PNG"):
         call(client, "/forward", "upload", "mnist-5k", 0, gradio_client.handle_file(str(text)), "cosine", 100, 5, 0)
     huge = tmp_path / "huge.png"
-    huge.write_bytes(b"\0" * (jobs.MAX_UPLOAD_MB * 2**20 + 1))
+    huge.write_bytes(b"\0" * (inputs.MAX_UPLOAD_MB * 2**20 + 1))
     with pytest.raises(DataError, match="huge.png is 8.0 MB; upload a picture under 8 MB"):
-        jobs.uploaded_picture(huge)
+        inputs.uploaded_picture(huge)
     *_, grid, _, _ = call(client, "/sample", *sample_args(runs, "ddim", 3, "trailing", n=1))  # still serving
     assert Image.open(path_of(grid)).size == (16, 16)  # one image: no grid padding
 
@@ -306,10 +307,10 @@ def test_cli_errors_are_one_line(runs, capsys, monkeypatch):
 
 
 def test_the_network_lock_is_free_after_every_request(studio):
-    from ddpmlab.studio import jobs
+    from ddpmlab.studio.jobs.streaming import NETWORK
 
-    assert jobs.NETWORK.acquire(timeout=TIMEOUT)
-    jobs.NETWORK.release()
+    assert NETWORK.acquire(timeout=TIMEOUT)
+    NETWORK.release()
     assert not [t for t in threading.enumerate() if t.name == "ddpmlab-studio-job"]
 
 

@@ -101,10 +101,10 @@ def nothing_from_outside(request):
 
 def slow_steps(monkeypatch, seconds: float) -> None:
     """Every sampler step takes at least `seconds`: time for a second page, or Stop, to act mid-sampling."""
-    from ddpmlab.studio import jobs
+    from ddpmlab.studio.jobs import sampling
 
-    draw = jobs._draw
-    monkeypatch.setattr(jobs, "_draw", lambda run, n, labels, callback: draw(
+    draw = sampling._draw
+    monkeypatch.setattr(sampling, "_draw", lambda run, n, labels, callback: draw(
         run, n, labels, lambda *a: (time.sleep(seconds), callback(*a))))
 
 

@@ -75,17 +75,18 @@ def start(paths: Sequence[str], host: str = "127.0.0.1", port: int = 7860, *, ro
     """Serve the studio in background threads on host:port for the runs named (else those under root)."""
     gr = gradio()
     check_port(host, port)
-    from . import jobs
     from .app import CSS, build_app
+    from .jobs.inputs import MAX_UPLOAD_MB
+    from .jobs.runs import find_runs
 
-    runs, notes = jobs.find_runs(paths, root)
+    runs, notes = find_runs(paths, root)
     workdir = Path(tempfile.mkdtemp(prefix="ddpmlab-studio-"))
     demo = build_app(runs, notes, workdir)
     demo.queue(default_concurrency_limit=1)
     try:
         demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=quiet, share=False,
                     inbrowser=False, show_error=False, ssr_mode=False, mcp_server=False, pwa=False,
-                    enable_monitoring=False, footer_links=["api", "settings"], max_file_size=f"{jobs.MAX_UPLOAD_MB}mb",
+                    enable_monitoring=False, footer_links=["api", "settings"], max_file_size=f"{MAX_UPLOAD_MB}mb",
                     theme=gr.themes.Default(), css=CSS)
     except OSError as exc:  # taken between the check and the launch
         shutil.rmtree(workdir, ignore_errors=True)
