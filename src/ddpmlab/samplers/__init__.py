@@ -6,6 +6,7 @@ SAMPLERS is the only name -> function dispatch.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 from ..schedules import Spacing
@@ -14,12 +15,15 @@ from .ddim import ddim_invert, sample_ddim
 from .ddpm import sample_ddpm
 from .dpm_solver import sample_dpmpp_2m, sample_dpmpp_3m
 from .karras import sample_euler, sample_heun
+from .unipc import sample_unipc
 
 SAMPLERS: dict[str, Callable[..., object]] = {
     "ddpm": sample_ddpm,
     "ddim": sample_ddim,
     "dpmpp-2m": sample_dpmpp_2m,
     "dpmpp-3m": sample_dpmpp_3m,
+    "unipc-2": partial(sample_unipc, order=2),
+    "unipc-3": partial(sample_unipc, order=3),
     "euler": sample_euler,
     "heun": sample_heun,
 }
@@ -40,6 +44,8 @@ AUTO_SPACING: dict[str, tuple[tuple[int, Spacing], ...]] = {
     "ddim": ((10, "trailing"), (999_999, "quadratic")),
     "dpmpp-2m": ((8, "trailing"), (999_999, "quadratic")),
     "dpmpp-3m": ((8, "trailing"), (999_999, "logsnr")),
+    "unipc-2": ((20, "logsnr-window"), (999_999, "quadratic")),
+    "unipc-3": ((20, "logsnr-window"), (999_999, "logsnr")),
     "euler": ((10, "trailing"), (999_999, "quadratic")),
     "heun": ((7, "trailing"), (999_999, "quadratic")),
 }
@@ -88,6 +94,7 @@ __all__ = [
     "sample_dpmpp_3m",
     "sample_euler",
     "sample_heun",
+    "sample_unipc",
     "steps_warning",
 ]
 
