@@ -17,7 +17,7 @@ from ddpmlab.samplers import sample_euler, sample_heun
 from ddpmlab.samplers.karras import heun_evaluations
 from ddpmlab.samplers.oracle import GaussianMixture, energy_distance, oracle_denoiser
 from ddpmlab.samplers.unipc import sample_unipc
-from ddpmlab.schedules import Schedule, make_schedule, spaced_timesteps
+from ddpmlab.schedules import Schedule, logsnr_window, make_schedule, spaced_timesteps
 
 MIX = GaussianMixture.ring(k=8, radius=2.0, std=0.15)
 SCHED = make_schedule("linear", 1000)
@@ -340,9 +340,12 @@ def test_auto_spacing_starts_at_T_and_keeps_the_full_chain(name):
 
 
 def test_auto_spacing_follows_the_step_count():
-    assert [resolve_spacing("dpmpp-2m", "auto", k, 1000) for k in (5, 8, 9, 50)] == [
-        "trailing", "trailing", "quadratic", "quadratic"]
-    assert [resolve_spacing("dpmpp-3m", "auto", k, 1000) for k in (8, 9, 50)] == ["trailing", "logsnr", "logsnr"]
+    assert [resolve_spacing("dpmpp-2m", "auto", k, 1000) for k in (5, 20, 21, 50)] == [
+        "logsnr-window", "logsnr-window", "logsnr", "logsnr"]
+    assert [resolve_spacing("dpmpp-3m", "auto", k, 1000) for k in (8, 21, 50)] == ["logsnr-window", "logsnr", "karras"]
+    assert [resolve_spacing("unipc-3", "auto", k, 1000) for k in (5, 30, 31)] == [
+        "logsnr-window", "logsnr-window", "quadratic"]
+    assert [resolve_spacing("ddim", "auto", k, 1000) for k in (10, 11)] == ["trailing", "quadratic"]
 
 
 def test_heun_survives_the_cosine_schedules_huge_first_sigma():
@@ -440,3 +443,22 @@ def test_unipc_refuses_an_order_or_variant_it_does_not_have():
         sample_unipc(ORACLE, _noise(4, 0), SCHED, torch.tensor([1000, 500]), order=4)
     with pytest.raises(ValueError, match="'bh1' or 'bh2'"):
         sample_unipc(ORACLE, _noise(4, 0), SCHED, torch.tensor([1000, 500]), variant="bh3")
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_logsnr_window_spacing_is_log_uniform_over_a_window_set_by_the_step_count(schedule):
+    sched = make_schedule(schedule, 1000)
+    ve = sched.sigma / sched.alpha  # sigma_t / alpha_t, indexed by t
+    for steps in (5, 10, 20):
+        ts = spaced_timesteps(sched, steps, "logsnr-window")
+        lo, hi = logsnr_window(sched, steps)
+        assert int(ts[0]) == sched.T and len(ts) == steps and torch.all(ts[1:] < ts[:-1])
+        assert hi == min(20.0, float(ve[-1])) and lo == max(float(ve[1]), 4.0 / steps**2)
+        # every level after t = T is the t nearest (in log sigma) to exp(linspace(log hi, log lo, steps))[i]
+        target = torch.linspace(math.log(hi), math.log(lo), steps, dtype=torch.float64)[1:]
+        got = ve[ts[1:]].log()
+        gap = (ve[1:].log() - ve[:-1].log())[ts[1:] - 1].abs()  # one timestep's change of log sigma there
+        assert torch.all((got - target).abs() <= gap), (got, target)
+    # the bottom moves down with the step count until it reaches t = 1
+    lasts = [int(spaced_timesteps(sched, s, "logsnr-window")[-1]) for s in (5, 8, 10, 15, 20, 40)]
+    assert lasts == sorted(lasts, reverse=True) and lasts[0] > 30 and lasts[-1] == 1

@@ -31,10 +31,15 @@ SAMPLERS: dict[str, Callable[..., object]] = {
 # sample.spacing = "auto": the spacing each sampler runs with, by step count, as (up to this many steps, spacing),
 # the last entry for any count. Chosen from benchmarks/sampler_oracle.py (every sampler x spacing x NFE in
 # {5, 8, 10, 15, 20, 50} on six Gaussian mixtures, error against the exact probability-flow ODE; the README's
-# sampler table), under the linear and the cosine schedule: at each NFE the spacing with the smallest worst-case
-# error over the mixtures and both schedules, among those that start at t = T (x_T ~ N(0, I) holds there). Few steps want levels evenly in t
-# (trailing; dpmpp-2m there is diffusers' default DPM-Solver++(2M), within 3%) or in log-SNR (logsnr); more
-# steps want them packed towards t = 1 (quadratic), where the ODE bends most. karras lost to both from 10 NFE.
+# sampler table) under the linear and the cosine schedule, with diffusers' 39 scheduler settings run on the same
+# oracle: at each NFE the spacing whose worst ratio to diffusers' best setting for that mixture (over the mixtures and
+# both schedules) is smallest, among those that start at t = T (x_T ~ N(0, I) holds there); `python
+# benchmarks/sampler_table.py --choose --json benchmarks/results/sampler_oracle*.json` prints that choice. The
+# multistep solvers want logsnr-window up to 20 steps (UniPC up to 30: at 25 and 30 steps, against the best of
+# window / quadratic / logsnr / karras at each mixture, the window's worst was 1.0-1.3x under linear and 2-6x under
+# cosine, the others' 1.5-9x and 4-29x); at 50 NFE quadratic won for UniPC, logsnr for
+# dpmpp-2m and karras for dpmpp-3m (35 steps is the midpoint between the measured 20 and 50 where logsnr still won
+# at 25-30). DDIM, Euler and Heun keep trailing for few steps: the window did not help these lower-order steps.
 # DDPM's Gaussian reverse steps are exact only as the steps approach T: on the ring mixture (width 0.15) the
 # posterior variance shrinks each mode's variance to 0.70 of the truth at 20 trailing steps and 0.75 at 100,
 # logsnr spacing to 0.84 and 0.92 (beta variance inflates them to 1.29 and 1.13); at steps = T every spacing is
@@ -42,10 +47,10 @@ SAMPLERS: dict[str, Callable[..., object]] = {
 AUTO_SPACING: dict[str, tuple[tuple[int, Spacing], ...]] = {
     "ddpm": ((999_999, "logsnr"),),
     "ddim": ((10, "trailing"), (999_999, "quadratic")),
-    "dpmpp-2m": ((8, "trailing"), (999_999, "quadratic")),
-    "dpmpp-3m": ((8, "trailing"), (999_999, "logsnr")),
-    "unipc-2": ((20, "logsnr-window"), (999_999, "quadratic")),
-    "unipc-3": ((20, "logsnr-window"), (999_999, "logsnr")),
+    "dpmpp-2m": ((20, "logsnr-window"), (999_999, "logsnr")),
+    "dpmpp-3m": ((20, "logsnr-window"), (35, "logsnr"), (999_999, "karras")),
+    "unipc-2": ((30, "logsnr-window"), (999_999, "quadratic")),
+    "unipc-3": ((30, "logsnr-window"), (999_999, "quadratic")),
     "euler": ((10, "trailing"), (999_999, "quadratic")),
     "heun": ((7, "trailing"), (999_999, "quadratic")),
 }
