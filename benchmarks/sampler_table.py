@@ -1,6 +1,6 @@
 """Tables from benchmarks/results/sampler_oracle*.json: ddpmlab's samplers and spacings against diffusers' best.
 
-    python benchmarks/sampler_table.py [--json FILE ...] [--full | --summary | --choose]
+    python benchmarks/sampler_table.py [--json FILE ...] [--full | --summary | --choose | --compact]
 
 Default: for each mixture and NFE, the mean error against the exact ODE solution of diffusers' default
 DPMSolverMultistepScheduler (2M, linspace), and every other entry as a multiple of it: diffusers' best setting
@@ -9,7 +9,7 @@ that `spacing = "auto"` picks (bold: no worse than diffusers' best). --full adds
 --summary: per NFE, the worst and median over the mixtures of each sampler's auto error as a multiple of diffusers'
 best for that mixture (the README's table). --choose: per sampler and NFE, the spacing with the smallest worst
 ratio to diffusers' best over the mixtures of every file given, among the spacings that start at t = T (how
-AUTO_SPACING is chosen).
+AUTO_SPACING is chosen). --compact: one table for all files given, each sampler's worst ratio per file.
 """
 
 from __future__ import annotations
@@ -124,6 +124,25 @@ def starts_at_T(spacing: str, steps: int, files: list[dict]) -> bool:
     return True
 
 
+def compact(files: list[dict]) -> None:
+    """One row per NFE: each sampler's worst ratio to diffusers' best with its auto spacing, one value per file."""
+    names = " / ".join(d.get("schedule", "linear") for d in files)
+    print("| NFE | " + " | ".join(f"`{s}`" for s in SAMPLERS) + " | diffusers' default DPM++(2M) |")
+    print("|---|" + "---|" * (len(SAMPLERS) + 1))
+    for nfe in files[0]["nfe"]:
+        cells = []
+        for s in SAMPLERS:
+            sp = resolve_spacing(s, "auto", steps_for(s, nfe), 1000)
+            worst = [max(ratios_to_best(d, nfe, lambda rows, s=s, sp=sp: ours(rows, s, sp)), default=float("nan"))
+                     for d in files]
+            cells.append(" / ".join(f"{w:.2f}" for w in worst))
+        default = [max(ratios_to_best(d, nfe, lambda rows: next(
+            (r for r in rows if r["side"] == "diffusers" and r["sampler"] == "dpm++2m" and r["spacing"] == "linspace"),
+            None)), default=float("nan")) for d in files]
+        print(f"| {nfe} | " + " | ".join(cells) + " | " + " / ".join(f"{w:.2f}" for w in default) + " |")
+    print(f"\n(worst over the mixtures of the error as a multiple of diffusers' best setting; {names})")
+
+
 def choose(files: list[dict]) -> None:
     print("| sampler | NFE | spacing (worst ratio to diffusers' best over all mixtures and files) | runner-up |")
     print("|---|---|---|---|")
@@ -150,10 +169,11 @@ def main() -> None:
     mode.add_argument("--full", action="store_true")
     mode.add_argument("--summary", action="store_true")
     mode.add_argument("--choose", action="store_true")
+    mode.add_argument("--compact", action="store_true")
     args = ap.parse_args()
     files = [json.loads(Path(p).read_text()) for p in args.json]
-    if args.choose:
-        choose(files)
+    if args.choose or args.compact:
+        (choose if args.choose else compact)(files)
         return
     for path, data in zip(args.json, files):
         if len(files) > 1:
