@@ -7,9 +7,12 @@ x / alpha, in log sigma, checked to 1e-6 by halving the step). Also reported: th
 diffusers' schedulers run on the same oracle and schedule as the reference (when diffusers is installed).
 
     python benchmarks/sampler_oracle.py [--n 1000] [--nfe 5,8,10,15,20,50] [--schedule linear|cosine]
-                                        [--mixtures NAME,...] [--no-diffusers] [--out benchmarks/results]
+                                        [--mixtures NAME,...] [--samplers NAME,...] [--spacings NAME,...]
+                                        [--reuse] [--no-diffusers] [--out benchmarks/results]
 
-Writes sampler_oracle.json into --out (after each mixture); benchmarks/sampler_table.py makes the tables.
+Writes sampler_oracle.json (sampler_oracle_cosine.json under cosine) into --out after each mixture;
+benchmarks/sampler_table.py makes the tables. --reuse keeps the rows of the existing file that this run does not
+measure (diffusers' side included, which is then run only for mixtures that have none) and its reference check.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from ddpmlab.samplers import SAMPLERS
 from ddpmlab.samplers.oracle import GaussianMixture, energy_distance, oracle_denoiser
 from ddpmlab.schedules import SPACINGS, make_schedule, spaced_timesteps
 
-ODE_SAMPLERS = ("ddim", "dpmpp-2m", "dpmpp-3m", "euler", "heun")
+ODE_SAMPLERS = ("ddim", "dpmpp-2m", "dpmpp-3m", "unipc-2", "unipc-3", "euler", "heun")
 SCHED = make_schedule("linear", 1000)
 
 
@@ -126,29 +129,39 @@ def score(mix: GaussianMixture, out: torch.Tensor, exact: torch.Tensor, fresh: t
     }
 
 
-def measure(name: str, mix: GaussianMixture, n: int, nfes: list[int], with_diffusers: bool) -> dict:
+def measure(name: str, mix: GaussianMixture, n: int, nfes: list[int], samplers: list[str], spacings: list[str],
+            with_diffusers: bool, old: dict | None = None) -> dict:
+    """One mixture's rows; `old` (the same mixture from an earlier file) supplies every row not measured here."""
     x_T = torch.randn(n, mix.dim, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    exact, finer = exact_ode(mix, x_T, 2000), exact_ode(mix, x_T, 4000)
+    exact = exact_ode(mix, x_T, 2000)
+    check = old["reference_check"] if old else (exact - exact_ode(mix, x_T, 4000)).abs().max().item()
     g = torch.Generator().manual_seed(2)
     fresh, other = mix.sample(n, g), mix.sample(n, g)
     floor = energy_distance(other, fresh)
     rows = []
-    for sampler in ODE_SAMPLERS:
-        for spacing in SPACINGS:
+    for sampler in samplers:
+        for spacing in spacings:
             for nfe in nfes:
                 ts = spaced_timesteps(SCHED, steps_for(sampler, nfe), spacing)
                 out = SAMPLERS[sampler](oracle_denoiser(mix, SCHED), x_T, SCHED, ts)
                 used = 2 * len(ts) - 1 if sampler == "heun" else len(ts)
                 rows.append({"side": "ddpmlab", "sampler": sampler, "spacing": spacing, "nfe": nfe,
                              "nfe_used": used, **score(mix, out, exact, fresh, floor)})
-    if with_diffusers:
+    kept = old["rows"] if old else []
+    if with_diffusers and not any(r["side"] == "diffusers" for r in kept):
         for label, cls_name, kwargs in diffusers_configs():
             for nfe in nfes:
-                out = run_diffusers(cls_name, kwargs, mix, x_T, nfe)
+                try:
+                    out = run_diffusers(cls_name, kwargs, mix, x_T, nfe)
+                except (IndexError, AssertionError):  # cosine + karras: levels that round to one timestep break
+                    # diffusers' step bookkeeping (DPM-Solver++ overruns its sigmas, UniPC asserts order > 0)
+                    out = torch.full_like(x_T, math.nan)
                 rows.append({"side": "diffusers", "sampler": label.split("/")[0], "spacing": label.split("/")[1],
                              "nfe": nfe, "nfe_used": nfe, **score(mix, out, exact, fresh, floor)})
+    new = {(r["side"], r["sampler"], r["spacing"], r["nfe"]) for r in rows}
+    rows = [r for r in kept if (r["side"], r["sampler"], r["spacing"], r["nfe"]) not in new] + rows
     return {"mixture": name, "dim": mix.dim, "components": len(mix.weights), "floor": floor,
-            "reference_check": (exact - finer).abs().max().item(), "rows": rows}
+            "reference_check": check, "rows": rows}
 
 
 def main() -> None:
@@ -159,28 +172,48 @@ def main() -> None:
     ap.add_argument("--no-diffusers", action="store_true")
     ap.add_argument("--schedule", default="linear", choices=["linear", "cosine"])
     ap.add_argument("--mixtures", help="comma-separated subset of the mixture names (default: all)")
+    ap.add_argument("--samplers", help=f"comma-separated subset of {','.join(ODE_SAMPLERS)} (default: all)")
+    ap.add_argument("--spacings", help=f"comma-separated subset of {','.join(SPACINGS)} (default: all)")
+    ap.add_argument("--reuse", action="store_true", help="keep the existing file's rows that this run does not measure")
     args = ap.parse_args()
     global SCHED
     SCHED = make_schedule(args.schedule, 1000)
     torch.set_num_threads(1)
     keep_freed_memory()
     nfes = [int(v) for v in args.nfe.split(",")]
+    chosen = mixtures()
+    samplers = args.samplers.split(",") if args.samplers else list(ODE_SAMPLERS)
+    spacings = args.spacings.split(",") if args.spacings else list(SPACINGS)
+    for given, allowed, what in ((args.mixtures.split(",") if args.mixtures else [], chosen, "mixture"),
+                                 (samplers, ODE_SAMPLERS, "sampler"), (spacings, SPACINGS, "spacing")):
+        unknown = [v for v in given if v not in allowed]
+        if unknown:
+            raise SystemExit(f"unknown {what} {', '.join(unknown)}; choose from {', '.join(allowed)}")
+    if args.mixtures:
+        chosen = {k: chosen[k] for k in args.mixtures.split(",")}
     try:
         import diffusers  # noqa: F401
 
         with_diffusers = not args.no_diffusers
     except ImportError:
         with_diffusers = False
-    results, t0 = [], time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    chosen = mixtures()
-    if args.mixtures:
-        chosen = {k: chosen[k] for k in args.mixtures.split(",")}
     name_json = "sampler_oracle.json" if args.schedule == "linear" else f"sampler_oracle_{args.schedule}.json"
+    previous: dict[str, dict] = {}
+    if args.reuse and (out / name_json).exists():
+        old = json.loads((out / name_json).read_text())
+        if old.get("n", args.n) != args.n or old.get("nfe", nfes) != nfes:
+            raise SystemExit(f"{out / name_json} has n={old.get('n')}, nfe={old.get('nfe')}; --reuse needs the same "
+                             f"--n and --nfe")
+        previous = {res["mixture"]: res for res in old["results"]}
+    done: dict[str, dict] = {}
+    t0 = time.perf_counter()
     for name, mix in chosen.items():
-        results.append(measure(name, mix, args.n, nfes, with_diffusers))
-        print(f"{name}: reference checked to {results[-1]['reference_check']:.1e} ({time.perf_counter() - t0:.0f} s)")
+        done[name] = measure(name, mix, args.n, nfes, samplers, spacings, with_diffusers, previous.get(name))
+        print(f"{name}: reference checked to {done[name]['reference_check']:.1e} ({time.perf_counter() - t0:.0f} s)")
+        order = [*previous, *(k for k in done if k not in previous)]  # a partial run keeps the other mixtures
+        results = [done[k] if k in done else previous[k] for k in order]
         (out / name_json).write_text(json.dumps({"n": args.n, "nfe": nfes, "schedule": args.schedule,
                                                  "results": results}, indent=1))
     print(f"wrote {out / name_json}")

@@ -16,7 +16,8 @@ from ddpmlab.samplers import sample_dpmpp_2m, sample_dpmpp_3m, steps_warning
 from ddpmlab.samplers import sample_euler, sample_heun
 from ddpmlab.samplers.karras import heun_evaluations
 from ddpmlab.samplers.oracle import GaussianMixture, energy_distance, oracle_denoiser
-from ddpmlab.schedules import Schedule, make_schedule, spaced_timesteps
+from ddpmlab.samplers.unipc import sample_unipc
+from ddpmlab.schedules import Schedule, logsnr_window, make_schedule, spaced_timesteps
 
 MIX = GaussianMixture.ring(k=8, radius=2.0, std=0.15)
 SCHED = make_schedule("linear", 1000)
@@ -339,9 +340,12 @@ def test_auto_spacing_starts_at_T_and_keeps_the_full_chain(name):
 
 
 def test_auto_spacing_follows_the_step_count():
-    assert [resolve_spacing("dpmpp-2m", "auto", k, 1000) for k in (5, 8, 9, 50)] == [
-        "trailing", "trailing", "quadratic", "quadratic"]
-    assert [resolve_spacing("dpmpp-3m", "auto", k, 1000) for k in (8, 9, 50)] == ["trailing", "logsnr", "logsnr"]
+    assert [resolve_spacing("dpmpp-2m", "auto", k, 1000) for k in (5, 20, 21, 50)] == [
+        "logsnr-window", "logsnr-window", "logsnr", "logsnr"]
+    assert [resolve_spacing("dpmpp-3m", "auto", k, 1000) for k in (8, 21, 50)] == ["logsnr-window", "logsnr", "karras"]
+    assert [resolve_spacing("unipc-3", "auto", k, 1000) for k in (5, 30, 31)] == [
+        "logsnr-window", "logsnr-window", "quadratic"]
+    assert [resolve_spacing("ddim", "auto", k, 1000) for k in (10, 11)] == ["trailing", "quadratic"]
 
 
 def test_heun_survives_the_cosine_schedules_huge_first_sigma():
@@ -391,3 +395,70 @@ def test_heun_below_its_working_range_warns_with_the_step_count_it_needs():
     assert "use --steps 8 or more" in steps_warning("heun", 5)
     assert "9 evaluations" in steps_warning("heun", 5)
     assert steps_warning("heun", 8) == "" and steps_warning("dpmpp-2m", 3) == ""
+
+
+@pytest.mark.parametrize("order,variant,spacing,steps", [(3, "bh2", "linspace", 10), (2, "bh2", "trailing", 20),
+                                                         (2, "bh1", "leading", 8)])
+def test_unipc_agrees_with_diffusers(order, variant, spacing, steps):
+    diffusers = pytest.importorskip("diffusers")
+    # diffusers' timestep k is our t = k + 1; its UniPC runs the same warm-up and lower orders at the end
+    # (lower_order_final), and its last step goes to sigma = 0 ("zero") where it returns the x0 estimate, as ours.
+    # It holds sigmas in float32, so agreement is float32's. With bh1 its last step is 0 * inf = nan (B(h) = -h is
+    # infinite there), so that step is compared with our own x0 estimate instead.
+    ref = diffusers.UniPCMultistepScheduler(num_train_timesteps=1000, trained_betas=SCHED.betas[1:].numpy(),
+                                            solver_order=order, solver_type=variant, timestep_spacing=spacing)
+    ref.set_timesteps(steps)
+    x_T = _noise(500, 9)
+    x, theirs = x_T.clone(), []
+    for k in ref.timesteps:
+        x = ref.step(ORACLE(x, torch.full((x.shape[0],), int(k) + 1, dtype=torch.long)).eps, k, x).prev_sample
+        theirs.append(x)
+    ours, x0s = [], []
+    out = SAMPLERS[f"unipc-{order}"](ORACLE, x_T, SCHED, ref.timesteps + 1, variant=variant,
+                                     callback=lambda i, t, x, x0: (ours.append(x), x0s.append(x0)))
+    diffs = torch.stack([(a - b).abs().max() for a, b in zip(ours[:-1], theirs[:-1])])
+    assert len(ours) == len(theirs) == steps and diffs.max() < 1e-5, diffs
+    if variant == "bh2":
+        assert (out - theirs[-1]).abs().max() < 1e-5
+    assert torch.equal(out, x0s[-1])
+
+
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_unipc_order_is_one_above_its_predictor(order, ode_reference):
+    # UniC-p raises UniP-p's order p to p + 1 (Zhao et al. 2023, Thm. 3.1) with no extra evaluation. Karras-placed
+    # steps as in test_convergence_order, so the last step (t = 1 -> 0) is the same map in every run.
+    x_T, ref = ode_reference
+    ns, errs = [], []
+    for steps in (10, 20, 40, 80):
+        ts = spaced_timesteps(SCHED, steps, "karras")
+        ns.append(len(ts))
+        errs.append((sample_unipc(ORACLE, x_T, SCHED, ts, order=order) - ref).norm(dim=1).mean().item())
+    x, y = torch.tensor(ns, dtype=torch.float64).log(), torch.tensor(errs, dtype=torch.float64).log()
+    slope = -(((x - x.mean()) * (y - y.mean())).sum() / (x - x.mean()).pow(2).sum()).item()
+    assert order + 0.6 < slope < order + 1.6, (slope, errs)
+
+
+def test_unipc_refuses_an_order_or_variant_it_does_not_have():
+    with pytest.raises(ValueError, match="order must be 1, 2 or 3"):
+        sample_unipc(ORACLE, _noise(4, 0), SCHED, torch.tensor([1000, 500]), order=4)
+    with pytest.raises(ValueError, match="'bh1' or 'bh2'"):
+        sample_unipc(ORACLE, _noise(4, 0), SCHED, torch.tensor([1000, 500]), variant="bh3")
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_logsnr_window_spacing_is_log_uniform_over_a_window_set_by_the_step_count(schedule):
+    sched = make_schedule(schedule, 1000)
+    ve = sched.sigma / sched.alpha  # sigma_t / alpha_t, indexed by t
+    for steps in (5, 10, 20):
+        ts = spaced_timesteps(sched, steps, "logsnr-window")
+        lo, hi = logsnr_window(sched, steps)
+        assert int(ts[0]) == sched.T and len(ts) == steps and torch.all(ts[1:] < ts[:-1])
+        assert hi == min(20.0, float(ve[-1])) and lo == max(float(ve[1]), 4.0 / steps**2)
+        # every level after t = T is the t nearest (in log sigma) to exp(linspace(log hi, log lo, steps))[i]
+        target = torch.linspace(math.log(hi), math.log(lo), steps, dtype=torch.float64)[1:]
+        got = ve[ts[1:]].log()
+        gap = (ve[1:].log() - ve[:-1].log())[ts[1:] - 1].abs()  # one timestep's change of log sigma there
+        assert torch.all((got - target).abs() <= gap), (got, target)
+    # the bottom moves down with the step count until it reaches t = 1
+    lasts = [int(spaced_timesteps(sched, s, "logsnr-window")[-1]) for s in (5, 8, 10, 15, 20, 40)]
+    assert lasts == sorted(lasts, reverse=True) and lasts[0] > 30 and lasts[-1] == 1

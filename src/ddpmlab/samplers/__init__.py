@@ -8,6 +8,7 @@ name of a `sample.*` config field with its default) and the spacing it runs with
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable, Literal, get_args
 
 from ..schedules import Spacing
@@ -16,15 +17,21 @@ from .ddim import ddim_invert, sample_ddim
 from .ddpm import sample_ddpm
 from .dpm_solver import sample_dpmpp_2m, sample_dpmpp_3m
 from .karras import heun_evaluations, sample_euler, sample_heun
+from .unipc import sample_unipc
 
 
 # sample.spacing = "auto": the spacing each sampler runs with, by step count, as (up to this many steps, spacing),
 # the last entry for any count. Chosen from benchmarks/sampler_oracle.py (every sampler x spacing x NFE in
 # {5, 8, 10, 15, 20, 50} on six Gaussian mixtures, error against the exact probability-flow ODE; the README's
-# sampler table), under the linear and the cosine schedule: at each NFE the spacing with the smallest worst-case
-# error over the mixtures and both schedules, among those that start at t = T (x_T ~ N(0, I) holds there). Few steps want levels evenly in t
-# (trailing; dpmpp-2m there is diffusers' default DPM-Solver++(2M), within 3%) or in log-SNR (logsnr); more
-# steps want them packed towards t = 1 (quadratic), where the ODE bends most. karras lost to both from 10 NFE.
+# sampler table) under the linear and the cosine schedule, with diffusers' 39 scheduler settings run on the same
+# oracle: at each NFE the spacing whose worst ratio to diffusers' best setting for that mixture (over the mixtures and
+# both schedules) is smallest, among those that start at t = T (x_T ~ N(0, I) holds there); `python
+# benchmarks/sampler_table.py --choose --json benchmarks/results/sampler_oracle*.json` prints that choice. The
+# multistep solvers want logsnr-window up to 20 steps (UniPC up to 30: at 25 and 30 steps, against the best of
+# window / quadratic / logsnr / karras at each mixture, the window's worst was 1.0-1.3x under linear and 2-6x under
+# cosine, the others' 1.5-9x and 4-29x); at 50 NFE quadratic won for UniPC, logsnr for
+# dpmpp-2m and karras for dpmpp-3m (35 steps is the midpoint between the measured 20 and 50 where logsnr still won
+# at 25-30). DDIM, Euler and Heun keep trailing for few steps: the window did not help these lower-order steps.
 # DDPM's Gaussian reverse steps are exact only as the steps approach T: on the ring mixture (width 0.15) the
 # posterior variance shrinks each mode's variance to 0.70 of the truth at 20 trailing steps and 0.75 at 100,
 # logsnr spacing to 0.84 and 0.92 (beta variance inflates them to 1.29 and 1.13); at steps = T every spacing is
@@ -32,14 +39,16 @@ from .karras import heun_evaluations, sample_euler, sample_heun
 AUTO_SPACING: dict[str, tuple[tuple[int, Spacing], ...]] = {
     "ddpm": ((999_999, "logsnr"),),
     "ddim": ((10, "trailing"), (999_999, "quadratic")),
-    "dpmpp-2m": ((8, "trailing"), (999_999, "quadratic")),
-    "dpmpp-3m": ((8, "trailing"), (999_999, "logsnr")),
+    "dpmpp-2m": ((20, "logsnr-window"), (999_999, "logsnr")),
+    "dpmpp-3m": ((20, "logsnr-window"), (35, "logsnr"), (999_999, "karras")),
+    "unipc-2": ((30, "logsnr-window"), (999_999, "quadratic")),
+    "unipc-3": ((30, "logsnr-window"), (999_999, "quadratic")),
     "euler": ((10, "trailing"), (999_999, "quadratic")),
     "heun": ((7, "trailing"), (999_999, "quadratic")),
 }
 DEFAULT_SPACING: dict[str, Spacing] = {name: table[-1][1] for name, table in AUTO_SPACING.items()}  # many steps
 
-SamplerName = Literal["ddpm", "ddim", "dpmpp-2m", "dpmpp-3m", "euler", "heun"]
+SamplerName = Literal["ddpm", "ddim", "dpmpp-2m", "dpmpp-3m", "unipc-2", "unipc-3", "euler", "heun"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,8 @@ SAMPLERS: dict[str, SamplerSpec] = {
     "ddim": SamplerSpec(sample_ddim, {"eta": 0.0}, AUTO_SPACING["ddim"]),
     "dpmpp-2m": SamplerSpec(sample_dpmpp_2m, {}, AUTO_SPACING["dpmpp-2m"]),
     "dpmpp-3m": SamplerSpec(sample_dpmpp_3m, {}, AUTO_SPACING["dpmpp-3m"]),
+    "unipc-2": SamplerSpec(partial(sample_unipc, order=2), {}, AUTO_SPACING["unipc-2"]),
+    "unipc-3": SamplerSpec(partial(sample_unipc, order=3), {}, AUTO_SPACING["unipc-3"]),
     "euler": SamplerSpec(sample_euler, {}, AUTO_SPACING["euler"]),
     "heun": SamplerSpec(sample_heun, {"s_churn": 0.0}, AUTO_SPACING["heun"], heun_evaluations),
 }
@@ -130,6 +141,7 @@ __all__ = [
     "sample_euler",
     "sample_heun",
     "option_problem",
+    "sample_unipc",
     "steps_warning",
 ]
 
