@@ -41,8 +41,10 @@ demo: setup
 	$(BIN)/ddpmlab sample runs/demo --n 64 --seed 0 --trajectory --gif --out runs/demo/samples.png
 	@echo "demo done: see runs/demo/samples.png, trajectory.png, reverse.gif, loss.png"
 
+# The notebooks run after the suite, with FAST on: tiny step counts, the same code paths (notebooks/, README).
 test: setup-dev
 	$(BIN)/python -m pytest
+	DDPMLAB_NOTEBOOK_FAST=1 $(BIN)/python -m pytest --nbmake notebooks/
 
 clean:
 	rm -rf $(VENV) runs
