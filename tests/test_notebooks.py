@@ -58,7 +58,7 @@ def test_outputs_stripped(notebook):
             assert cell.execution_count is None, f"{path.name} cell {i} has an execution count"
         # what an executed notebook leaves in cell metadata (timings, collapsed/scrolled state)
         leftover = set(cell.metadata) & {"execution", "ExecuteTime", "collapsed", "scrolled"}
-        assert not leftover, f"{path.name} cell {i} keeps run metadata {sorted(leftover)}"
+        assert not leftover, f"{path.name} cell {i} keeps run metadata {sorted(leftover)}; delete it (nbstripout does)"
     assert "widgets" not in nb.metadata, f"{path.name} keeps widget state"
 
 
