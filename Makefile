@@ -54,8 +54,10 @@ demo: setup
 
 setup-studio: $(VENV)/.installed-studio
 
+# The notebooks run after the suite, with FAST on: tiny step counts, the same code paths (notebooks/, README).
 test: setup-dev setup-studio
 	$(BIN)/python -m pytest
+	DDPMLAB_NOTEBOOK_FAST=1 $(BIN)/python -m pytest --nbmake notebooks/
 
 clean:
 	rm -rf $(VENV) runs
