@@ -25,7 +25,7 @@ from .guidance import guided, prompted
 from .models import build_model
 from .prompting import run_context, with_prompts
 from .runtime import autocast, keep_freed_memory, use_bf16
-from .samplers import SAMPLERS, resolve_spacing, steps_warning
+from .samplers import SAMPLER_OPTIONS, SAMPLERS, resolve_spacing, steps_warning
 from .samplers.common import Callback
 from .schedules import Schedule, schedule_from_config, spaced_timesteps
 from .text.context import TextContext
@@ -90,10 +90,8 @@ def with_sample_settings(run: Run, **settings: Any) -> Run:
     updates = {k: v for k, v in settings.items() if v is not None}
     if not updates:
         return run
-    new = run.cfg.sample.sampler if "sampler" not in updates else updates["sampler"]
+    new = updates.get("sampler", run.cfg.sample.sampler)
     if new in SAMPLERS and new != run.cfg.sample.sampler:
-        from .samplers import SAMPLER_OPTIONS
-
         keep = SAMPLERS[new].options
         updates = {**{k: v for k, v in SAMPLER_OPTIONS.items() if k not in keep}, **updates}
     try:
