@@ -342,9 +342,10 @@ def test_auto_spacing_starts_at_T_and_keeps_the_full_chain(name):
 def test_auto_spacing_follows_the_step_count():
     assert [resolve_spacing("dpmpp-2m", "auto", k, 1000) for k in (5, 20, 21, 50)] == [
         "logsnr-window", "logsnr-window", "logsnr", "logsnr"]
-    assert [resolve_spacing("dpmpp-3m", "auto", k, 1000) for k in (8, 21, 50)] == ["logsnr-window", "logsnr", "karras"]
-    assert [resolve_spacing("unipc-3", "auto", k, 1000) for k in (5, 30, 31)] == [
-        "logsnr-window", "logsnr-window", "quadratic"]
+    assert [resolve_spacing("dpmpp-3m", "auto", k, 1000) for k in (9, 10, 21, 50)] == [
+        "trailing", "logsnr-window", "logsnr", "karras"]
+    assert [resolve_spacing("unipc-3", "auto", k, 1000) for k in (5, 8, 10, 31)] == [
+        "logsnr-window", "trailing", "logsnr-window", "quadratic"]
     assert [resolve_spacing("ddim", "auto", k, 1000) for k in (10, 11)] == ["trailing", "quadratic"]
 
 
@@ -453,7 +454,7 @@ def test_logsnr_window_spacing_is_log_uniform_over_a_window_set_by_the_step_coun
         ts = spaced_timesteps(sched, steps, "logsnr-window")
         lo, hi = logsnr_window(sched, steps)
         assert int(ts[0]) == sched.T and len(ts) == steps and torch.all(ts[1:] < ts[:-1])
-        assert hi == min(20.0, float(ve[-1])) and lo == max(float(ve[1]), 4.0 / steps**2)
+        assert hi == min(80.0, float(ve[-1])) and lo == max(float(ve[1]), 4.0 / steps**2)
         # every level after t = T is the t nearest (in log sigma) to exp(linspace(log hi, log lo, steps))[i]
         target = torch.linspace(math.log(hi), math.log(lo), steps, dtype=torch.float64)[1:]
         got = ve[ts[1:]].log()
@@ -462,3 +463,5 @@ def test_logsnr_window_spacing_is_log_uniform_over_a_window_set_by_the_step_coun
     # the bottom moves down with the step count until it reaches t = 1
     lasts = [int(spaced_timesteps(sched, s, "logsnr-window")[-1]) for s in (5, 8, 10, 15, 20, 40)]
     assert lasts == sorted(lasts, reverse=True) and lasts[0] > 30 and lasts[-1] == 1
+    # with many steps the window is logsnr's whole range
+    assert torch.equal(spaced_timesteps(sched, 40, "logsnr-window"), spaced_timesteps(sched, 40, "logsnr"))

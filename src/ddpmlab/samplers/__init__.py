@@ -26,12 +26,12 @@ from .unipc import sample_unipc
 # sampler table) under the linear and the cosine schedule, with diffusers' 39 scheduler settings run on the same
 # oracle: at each NFE the spacing whose worst ratio to diffusers' best setting for that mixture (over the mixtures and
 # both schedules) is smallest, among those that start at t = T (x_T ~ N(0, I) holds there); `python
-# benchmarks/sampler_table.py --choose --json benchmarks/results/sampler_oracle*.json` prints that choice. The
-# multistep solvers want logsnr-window up to 20 steps (UniPC up to 30: at 25 and 30 steps, against the best of
-# window / quadratic / logsnr / karras at each mixture, the window's worst was 1.0-1.3x under linear and 2-6x under
-# cosine, the others' 1.5-9x and 4-29x); at 50 NFE quadratic won for UniPC, logsnr for
-# dpmpp-2m and karras for dpmpp-3m (35 steps is the midpoint between the measured 20 and 50 where logsnr still won
-# at 25-30). DDIM, Euler and Heun keep trailing for few steps: the window did not help these lower-order steps.
+# benchmarks/sampler_table.py --choose --json benchmarks/results/sampler_oracle*.json` prints that choice. Near-ties
+# (within 15%) keep the neighbouring step counts' spacing, and limits between measured counts sit midway. The
+# multistep solvers mostly want logsnr-window for few steps (it is logsnr from about 20 steps on), then levels packed
+# towards t = 1 (quadratic) or karras; trailing won for dpmpp-3m at 5 and 8 NFE and for unipc-3 at 8 NFE (1.9x
+# diffusers' best against the window's 4.0x, on the wide ring). DDIM, Euler and Heun keep trailing for few steps: the
+# window did not help these lower-order steps.
 # DDPM's Gaussian reverse steps are exact only as the steps approach T: on the ring mixture (width 0.15) the
 # posterior variance shrinks each mode's variance to 0.70 of the truth at 20 trailing steps and 0.75 at 100,
 # logsnr spacing to 0.84 and 0.92 (beta variance inflates them to 1.29 and 1.13); at steps = T every spacing is
@@ -40,9 +40,9 @@ AUTO_SPACING: dict[str, tuple[tuple[int, Spacing], ...]] = {
     "ddpm": ((999_999, "logsnr"),),
     "ddim": ((10, "trailing"), (999_999, "quadratic")),
     "dpmpp-2m": ((20, "logsnr-window"), (999_999, "logsnr")),
-    "dpmpp-3m": ((20, "logsnr-window"), (35, "logsnr"), (999_999, "karras")),
-    "unipc-2": ((30, "logsnr-window"), (999_999, "quadratic")),
-    "unipc-3": ((30, "logsnr-window"), (999_999, "quadratic")),
+    "dpmpp-3m": ((9, "trailing"), (20, "logsnr-window"), (35, "logsnr"), (999_999, "karras")),
+    "unipc-2": ((17, "logsnr-window"), (999_999, "quadratic")),
+    "unipc-3": ((6, "logsnr-window"), (9, "trailing"), (30, "logsnr-window"), (999_999, "quadratic")),
     "euler": ((10, "trailing"), (999_999, "quadratic")),
     "heun": ((7, "trailing"), (999_999, "quadratic")),
 }
