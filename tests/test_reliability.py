@@ -1,6 +1,7 @@
 """The promises of the README's "What ddpmlab promises": exact resume, crash safety, graceful stop,
 non-finite steps, disk full."""
 
+import importlib
 import os
 import random
 import signal
@@ -14,10 +15,11 @@ import torch
 from safetensors.torch import load_file
 
 from ddpmlab import checkpoint as ckpt
-from ddpmlab import train as train_module
 from ddpmlab.errors import RunError
 from ddpmlab.sampling import load_run
 from ddpmlab.train import train
+
+train_module = importlib.import_module("ddpmlab.train")  # the module: `ddpmlab.train` is the function
 
 from helpers import moons_config, tiny_image_config
 

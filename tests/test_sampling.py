@@ -108,3 +108,14 @@ def test_the_old_module_name_still_works_and_says_where_its_names_went():
         from ddpmlab.sample_files import write_samples
 
         assert old.write_samples is write_samples
+
+
+def test_the_readme_imports_give_the_functions_not_their_modules():
+    import subprocess
+    import sys
+
+    code = ("from ddpmlab import build_config, make_schedule, q_sample, train, load_run, generate, sample; "
+            "print(all(callable(f) and not hasattr(f, '__path__') and type(f).__name__ == 'function' "
+            "for f in (train, load_run, generate, sample)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "True", out.stderr

@@ -32,5 +32,9 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        # Importing the submodule bound its name here (ddpmlab.train is also the module): bind the export instead,
+        # so that `from ddpmlab import train` is the function, as documented.
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'ddpmlab' has no attribute {name!r}")
