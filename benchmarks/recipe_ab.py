@@ -2,10 +2,11 @@
 
     python benchmarks/recipe_ab.py --minutes 7.5 --arm base mnist --arm lr1e-3 mnist train.lr=1e-3
     python benchmarks/recipe_ab.py --minutes 0.3 --n 200 --arm a mnist --arm b mnist model.channels=16   # smoke run
+    python benchmarks/recipe_ab.py --minutes 3 --guidance 0.5,1,2 --arm ag mnist train.guide_at=0.3   # autoguidance
 
 Each --arm is NAME PRESET [SECTION.KEY=VALUE ...] (the values as `ddpmlab train --set` takes them). Every arm
-gets the same budget: a short probe (not charged) measures its seconds per step, the step count that fits in the
-budget sets its learning-rate schedule, and the budget also stops it. Then --n samples from each with its preset's
+gets the same wall-clock budget, which also ends its learning-rate schedule (train.Budget estimates the step the
+budget ends at from the speed measured as it trains). Then --n samples from each with its preset's
 sampler settings (conditional arms: every class in turn), scored against the same real reference: FID and KID in
 the shipped classifier's features, and for MNIST the judge's recognizable share and class balance
 (metrics/judge.py), each beside its floor or ceiling. Results: JSON after every arm (default
@@ -24,34 +25,30 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, machine  # noqa: E402
 
-PROBE_STEPS = 10
+MAX_STEPS = 1_000_000  # the budget, not train.steps, ends every arm
 
 
 def train_arm(preset: str, overrides: list[str], minutes: float, out: Path) -> dict[str, Any]:
-    """Probe the recipe's speed, then train it for `minutes` with its schedule set to the steps that fit."""
+    """Train the recipe for `minutes` of wall clock: train.Budget sets its learning-rate schedule to end where the
+    budget does, from the speed it measures as it goes."""
     from ddpmlab.config import build_config
     from ddpmlab.train import train
 
-    probe_cfg = build_config(preset, None, overrides,
-                             settings={"train": {"steps": PROBE_STEPS, "ckpt_every": 1000, "sample_every": 0}})
-    probe = train(probe_cfg, out.with_name(out.name + "-probe"), overwrite=True, progress=False, log=lambda _: None)
-    s_per_step = probe.seconds / max(probe.step, 1)
-    steps = max(PROBE_STEPS, int(minutes * 60 / s_per_step))
-    cfg = build_config(preset, None, overrides, settings={"train": {"steps": steps, "minutes": minutes,
+    cfg = build_config(preset, None, overrides, settings={"train": {"steps": MAX_STEPS, "minutes": minutes,
                                                                     "sample_every": 0}})
     r = train(cfg, out, overwrite=True, progress=False, log=lambda _: None)
-    return {"steps": r.step, "planned_steps": steps, "train_seconds": round(r.seconds, 1),
-            "train_images_per_s": round(r.images_per_s, 1), "batch_size": cfg.train.batch_size,
-            "final_loss": r.loss, "stopped_early": r.stopped_early}
+    return {"steps": r.step, "train_seconds": round(r.seconds, 1), "train_images_per_s": round(r.images_per_s, 1),
+            "batch_size": cfg.train.batch_size, "final_loss": r.loss}
 
 
-def score_arm(run_dir: Path, n: int, scorers: dict, grid: Path) -> dict[str, Any]:
-    """Sample n with the run's own sampler settings and score them: FID, KID, and the judge where there is one."""
+def score_arm(run_dir: Path, n: int, scorers: dict, grid: Path, guidance: float | None = None) -> dict[str, Any]:
+    """Sample n with the run's own sampler settings (guidance: another weight) and score them: FID, KID, and the
+    judge where there is one."""
     from ddpmlab.evaluate import Scorer, default_cache_dir, nfe_of
-    from ddpmlab.sampling import class_labels, load_run, sample
+    from ddpmlab.sampling import class_labels, load_run, sample, with_sample_settings
     from ddpmlab.viz import save_grid
 
-    run = load_run(run_dir)
+    run = with_sample_settings(load_run(run_dir), guidance=guidance)
     key = (run.cfg.data.name, run.item_shape)
     if key not in scorers:
         scorers[key] = Scorer(run, n, "auto", None, 0, default_cache_dir(), print)
@@ -63,7 +60,7 @@ def score_arm(run_dir: Path, n: int, scorers: dict, grid: Path) -> dict[str, Any
     save_grid(x[:100], grid, nrow=10)
     m = scorer.score(x).to_json()
     s = run.cfg.sample
-    out: dict[str, Any] = {"sampler": s.sampler, "sampler_steps": s.steps, "nfe": nfe_of(run),
+    out: dict[str, Any] = {"sampler": s.sampler, "sampler_steps": s.steps, "nfe": nfe_of(run), "guidance": s.guidance,
                            "sampling_s": round(seconds, 1), "grid": grid.name,
                            **{k: m[k] for k in ("fid", "kid", "kid_std", "precision", "recall")},
                            "floor": {k: scorer.floor.to_json()[k] for k in ("fid", "kid")}}
@@ -104,6 +101,9 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=7.5, help="training budget per arm (default 7.5, the demo's)")
     ap.add_argument("--n", type=int, default=2000, help="samples scored per arm (default 2000)")
     ap.add_argument("--workdir", default="runs/recipe-ab", help="where the runs go")
+    ap.add_argument("--guidance", type=lambda v: [float(w) for w in v.split(",")], default=[],
+                    help="also score every arm at these guidance weights, e.g. 0.5,1,2 (conditional arms, or arms "
+                         "with train.guide_at for autoguidance)")
     ap.add_argument("--out", default=str(RESULTS / "recipe_ab.json"))
     args = ap.parse_args()
     specs = {}
@@ -126,8 +126,12 @@ def main() -> None:
         entry["train"] = train_arm(preset, overrides, args.minutes, run_dir)
         entry["scores"] = score_arm(run_dir, args.n, scorers, out.with_name(f"{out.stem}_{name}.png"))
         report["arms"][name] = entry
+        for w in args.guidance:  # the same run at other guidance weights: rows of their own
+            report["arms"][f"{name} w={w:g}"] = {**entry, "scores": score_arm(
+                run_dir, args.n, scorers, out.with_name(f"{out.stem}_{name}_w{w:g}.png"), guidance=w)}
         out.write_text(json.dumps(report, indent=2) + "\n")
-        print("\n".join(table({name: entry})[2:]), flush=True)
+        print("\n".join(table({k: v for k, v in report["arms"].items() if k.split(" w=")[0] == name})[2:]),
+              flush=True)
     print("\n".join([*table(report["arms"]), "", *floors(report["arms"])]))
     print(f"wrote {out}")
 

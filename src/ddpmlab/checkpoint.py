@@ -30,6 +30,7 @@ from .io import atomic_write, fsync_dir
 CONFIG, MODEL, EMA, STATE, METRICS = "config.toml", "model.safetensors", "ema.safetensors", "state.pt", "metrics.csv"
 META = "meta.json"  # what the weights were trained on: item shape, class names, dataset
 CHECKPOINTS = "checkpoints"  # complete snapshots, checkpoints/step_N/{model,ema}.safetensors + state.pt
+GUIDE = "guide.safetensors"  # an early EMA kept for autoguidance (train.guide_at)
 
 
 def _save_weights(path: Path, module: nn.Module, step: int) -> None:
@@ -78,6 +79,21 @@ def save_checkpoint(
     for old in snapshots(run_dir)[: -max(1, keep)]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def save_guide(run_dir: Path, ema: nn.Module, step: int) -> None:
+    """Keep the EMA weights of this step as the run's autoguidance guide (written atomically)."""
+    _save_weights(Path(run_dir) / GUIDE, ema, step)
+
+
+def clear_weights(run_dir: Path) -> None:
+    """Remove a run's weights, snapshots and guide before it is trained again from scratch (--force), so that
+    nothing of the old run can be loaded as the new one's."""
+    run_dir = Path(run_dir)
+    shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
+    for name in (MODEL, EMA, STATE, GUIDE):
+        (run_dir / name).unlink(missing_ok=True)
+    fsync_dir(run_dir)
 
 
 def snapshots(run_dir: Path) -> list[Path]:

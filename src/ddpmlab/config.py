@@ -60,6 +60,9 @@ class DiffusionConfig:
     prediction: Literal["eps", "x0", "v"] = "eps"
     weighting: Literal["simple", "min-snr"] = "simple"
     min_snr_gamma: float = 5.0
+    t_sampling: Literal["uniform", "lognormal"] = "uniform"  # training t: uniform, or ln(sigma/alpha) ~ N(t_mean, t_std)
+    t_mean: float = -1.2  # lognormal only (EDM's P_mean)
+    t_std: float = 1.2  # lognormal only (EDM's P_std)
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,9 @@ class TrainConfig:
     grad_clip: float = 1.0  # 0 disables clipping
     ema_decay: float = 0.999
     ema_warmup: bool = True  # decay_n = min(ema_decay, (1 + n) / (10 + n))
+    ema: Literal["constant", "power"] = "constant"  # power: EDM2's power-function EMA of relative width ema_sigma_rel
+    ema_sigma_rel: float = 0.1  # power only: the EMA's width as a fraction of the run so far (Karras et al. 2024)
+    guide_at: float = 0.0  # > 0: keep the EMA at this fraction of train.steps as the run's autoguidance guide
     seed: int = 0
     minutes: float = 0.0  # wall-clock budget; 0 means no budget
     log_every: int = 50
@@ -121,7 +127,7 @@ SECTIONS = tuple(f.name for f in dataclasses.fields(Config) if f.name != "name")
 _POSITIVE = {
     "diffusion.T", "train.steps", "train.batch_size", "train.lr", "train.log_every", "train.ckpt_every", "train.keep", "train.max_nonfinite", "train.grad_accum",
     "model.channels", "model.num_res_blocks", "model.heads", "model.hidden", "model.depth",
-    "sample.steps", "sample.batch_size", "data.n_points", "diffusion.min_snr_gamma",
+    "sample.steps", "sample.batch_size", "data.n_points", "diffusion.min_snr_gamma", "diffusion.t_std",
 }
 _NON_NEGATIVE = {
     "data.image_size", "model.num_classes", "model.dropout", "diffusion.beta_start", "diffusion.beta_end",
@@ -129,7 +135,7 @@ _NON_NEGATIVE = {
     "train.seed", "sample.seed", "train.min_lr_ratio", "sample.eta", "sample.s_churn", "sample.guidance",
     "model.context_dim",
 }
-_UNIT_INTERVAL = {"train.ema_decay", "train.p_uncond", "model.dropout"}
+_UNIT_INTERVAL = {"train.ema_decay", "train.p_uncond", "model.dropout", "train.guide_at"}
 
 
 def preset_names() -> list[str]:
@@ -233,6 +239,7 @@ def validate(cfg: Config) -> Config:
         if d.schedule != owner:
             raise ConfigError(f"diffusion.{key} applies only to the {owner} schedule, not {d.schedule}; drop it or "
                               f"set diffusion.schedule = \"{owner}\"")
+    _validate_choices(cfg)
     if d.schedule == "linear":
         from .schedules import linear_endpoint_problem, linear_endpoints  # noqa: PLC0415 (torch loads lazily there)
 
@@ -240,6 +247,20 @@ def validate(cfg: Config) -> Config:
         if problem:
             raise ConfigError(problem)
     return cfg
+
+
+def _validate_choices(cfg: Config) -> None:
+    """Settings that belong to one choice of another (t_mean to lognormal t, ema_sigma_rel to the power EMA)."""
+    d, tc = cfg.diffusion, cfg.train
+    owned = [("diffusion.t_mean", d.t_mean, -1.2, 'diffusion.t_sampling = "lognormal"', d.t_sampling == "lognormal"),
+             ("diffusion.t_std", d.t_std, 1.2, 'diffusion.t_sampling = "lognormal"', d.t_sampling == "lognormal"),
+             ("train.ema_sigma_rel", tc.ema_sigma_rel, 0.1, 'train.ema = "power"', tc.ema == "power"),
+             ("train.ema_decay", tc.ema_decay, 0.999, 'train.ema = "constant"', tc.ema == "constant")]
+    for key, value, default, owner, chosen in owned:
+        if value != default and not chosen:
+            raise ConfigError(f"{key} = {value} applies only with {owner}; drop it (or set {key}={default})")
+    if tc.ema == "power" and not 0 < tc.ema_sigma_rel < 0.28:
+        raise ConfigError(f"train.ema_sigma_rel must lie in (0, 0.28) (the widest power EMA); got {tc.ema_sigma_rel}")
 
 
 def _validate_sampler(s: SampleConfig) -> None:

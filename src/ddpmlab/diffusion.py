@@ -145,6 +145,28 @@ def sample_t(batch: int, T: int, generator: torch.Generator | None, device: torc
     return torch.randint(1, T + 1, (batch,), generator=generator, device=device)
 
 
+def sample_t_lognormal(schedule: Schedule, batch: int, mean: float, std: float, generator: torch.Generator | None,
+                       device: torch.device | str = "cpu") -> torch.Tensor:
+    """t whose noise level sigma_t / alpha_t is log-normal: ln sigma ~ N(mean, std^2) (Karras et al. 2022, EDM's
+    P_mean and P_std), rounded to the first discrete t at or above it and kept in 1..T; (B,) long.
+
+    Uniform t under the cosine schedule centres ln sigma on 0 with wide tails (half the steps at sigma > 1);
+    EDM's P_mean = -1.2 moves them towards the lower noise levels, where the strokes and edges are decided.
+    """
+    log_sigma = (schedule.sigma[1:] / schedule.alpha[1:]).log().to(device)  # increasing in t
+    z = mean + std * torch.randn(batch, generator=generator, device=device, dtype=log_sigma.dtype)
+    return torch.searchsorted(log_sigma, z).clamp(max=schedule.T - 1) + 1
+
+
+def _uniform_t(schedule: Schedule, batch: int, mean: float, std: float, generator: torch.Generator | None,
+               device: torch.device | str = "cpu") -> torch.Tensor:
+    return sample_t(batch, schedule.T, generator, device)
+
+
+# diffusion.t_sampling: how training draws each sample's t, (schedule, batch, mean, std, generator, device) -> (B,)
+T_SAMPLING: dict[str, Callable[..., torch.Tensor]] = {"uniform": _uniform_t, "lognormal": sample_t_lognormal}
+
+
 def training_loss(
     model: Callable[..., torch.Tensor],
     schedule: Schedule,

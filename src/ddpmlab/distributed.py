@@ -182,6 +182,15 @@ def any_rank(*flags: bool) -> tuple[bool, ...]:
     return tuple(bool(v) for v in t.tolist())
 
 
+def smallest(value: int) -> int:
+    """The smallest of the processes' values (one all-reduce MIN); value itself for one process."""
+    if not active():
+        return value
+    t = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())
+
+
 def mean(x: torch.Tensor) -> torch.Tensor:
     """The mean of x over all processes (x itself for one process)."""
     if not active():

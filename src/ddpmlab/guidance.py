@@ -36,6 +36,19 @@ def guided(model: Network, w: float, null_label: int) -> Network:
     return forward
 
 
+def autoguided(model: Network, guide: Network, w: float) -> Network:
+    """model(x, t) -> (1 + w) model(x, t) - w guide(x, t): autoguidance (Karras et al. 2024, "Guiding a diffusion
+    model with a bad version of itself", eq. 2 with their weight 1 + w), the guide being an early EMA of the same
+    run. It sharpens an unconditional model the way classifier-free guidance sharpens a conditional one."""
+    if w == 0:
+        return model
+
+    def forward(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return (1.0 + w) * model(x, t, y).float() - w * guide(x, t, y).float()
+
+    return forward
+
+
 def prompted(model: Network, context: TextContext, w: float = 0.0) -> Network:
     """model(x, t) with each sample's prompt bound; w > 0 guides it: (1 + w) eps(x, c) - w eps(x, null), batched.
 

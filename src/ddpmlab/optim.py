@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -9,13 +10,15 @@ import torch
 from .config import Config, TrainConfig
 
 
-def lr_at(cfg: Config, step: int) -> float:
-    """Linear warmup to train.lr, then constant or cosine decay to lr * min_lr_ratio."""
+def lr_at(cfg: Config, step: int, end: int | None = None) -> float:
+    """Linear warmup to train.lr, then constant or cosine decay to lr * min_lr_ratio at step `end` (default
+    train.steps; a --minutes run passes the step at which its budget runs out, train.Budget)."""
     tc = cfg.train
+    end = tc.steps if end is None else end
     if tc.warmup and step < tc.warmup:
         return tc.lr * (step + 1) / tc.warmup
     if tc.lr_schedule == "cosine":
-        progress = min(1.0, (step - tc.warmup) / max(1, tc.steps - tc.warmup))
+        progress = min(1.0, (step - tc.warmup) / max(1, end - tc.warmup))
         return tc.lr * (tc.min_lr_ratio + (1 - tc.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
     return tc.lr
 
@@ -37,5 +40,21 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 def ema_decay_at(tc: TrainConfig, updates: int) -> float:
-    """train.ema_decay, warmed up as min(decay, (1 + n) / (10 + n)) after n updates when train.ema_warmup."""
+    """The decay of the EMA update that follows n = `updates` earlier ones.
+
+    constant: train.ema_decay, warmed up as min(decay, (1 + n) / (10 + n)) when train.ema_warmup.
+    power (Karras et al. 2024, EDM2, eq. 3): beta = (1 - 1/(n + 1))^(gamma + 1), so the EMA after n updates weighs
+    update i by i^gamma: its width stays the fraction ema_sigma_rel of the run so far, whatever the run's length.
+    """
+    if tc.ema == "power":
+        return (1.0 - 1.0 / (updates + 1)) ** (power_ema_gamma(tc.ema_sigma_rel) + 1.0)
     return min(tc.ema_decay, (1 + updates) / (10 + updates)) if tc.ema_warmup else tc.ema_decay
+
+
+@functools.lru_cache(maxsize=8)
+def power_ema_gamma(sigma_rel: float) -> float:
+    """The exponent gamma of the power EMA whose relative standard deviation is sigma_rel (EDM2, eq. 2:
+    sigma_rel^2 = (gamma + 1) / ((gamma + 2)^2 (gamma + 3))), solved as the cubic's largest real root."""
+    import numpy as np  # noqa: PLC0415
+
+    return float(np.roots([1.0, 7.0, 16.0 - sigma_rel**-2, 12.0 - sigma_rel**-2]).real.max())

@@ -299,11 +299,12 @@ def guidance_sweep(run: Run, weights: list[float], out: Path, per_cell: int = 6)
                           f"got {per_cell}")
     from .viz import guidance_figure
 
-    if not run.cfg.model.num_classes and not run.prompts:
-        raise ConfigError("--guidance-sweep needs a class-conditional run (model.num_classes > 0) or a text run "
-                          "with --prompt")
-    rows = list(run.prompts) or list(run.class_names)
-    labels = None if run.prompts else torch.arange(len(rows)).repeat_interleave(per_cell)
+    autoguided = not run.cfg.model.num_classes and not run.cfg.model.context_dim and run.guide is not None
+    if not run.cfg.model.num_classes and not run.prompts and not autoguided:
+        raise ConfigError("--guidance-sweep needs a class-conditional run (model.num_classes > 0), a text run "
+                          "with --prompt, or a run with a guide (train.guide_at)")
+    rows = list(run.prompts) or (["autoguided"] if autoguided else list(run.class_names))
+    labels = None if run.prompts or autoguided else torch.arange(len(rows)).repeat_interleave(per_cell)
     blocks = []
     for w in weights:
         guided_run = dataclasses.replace(run, cfg=dataclasses.replace(run.cfg, sample=dataclasses.replace(run.cfg.sample, guidance=w)))

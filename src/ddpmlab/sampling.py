@@ -21,7 +21,7 @@ from . import distributed
 from .config import Config, validate
 from .diffusion import Denoiser, make_denoiser
 from .errors import ConfigError
-from .guidance import guided, prompted
+from .guidance import autoguided, guided, prompted
 from .models import build_model
 from .prompting import run_context, with_prompts
 from .runtime import autocast, keep_freed_memory, use_bf16
@@ -45,6 +45,7 @@ class Run:
     device: torch.device
     prompts: tuple[str, ...] = ()  # a text run's prompts, in order, for sampling and editing (prompting.py)
     text_encoder: str = ""  # a sentence encoder directory replacing the run's own (--text-encoder)
+    guide: torch.nn.Module | None = None  # an early EMA for autoguidance of an unconditional run (train.guide_at)
 
     @property
     def is_image(self) -> bool:
@@ -65,8 +66,13 @@ class Run:
         source = ckpt.latest_checkpoint(run_dir)
         step = ckpt.load_weights(source / (ckpt.EMA if weights == "ema" else ckpt.MODEL), model)
         model.to(dev).eval()
+        guide = None
+        if (run_dir / ckpt.GUIDE).is_file():
+            guide = build_model(cfg, item_shape)
+            ckpt.load_weights(run_dir / ckpt.GUIDE, guide)
+            guide.to(dev).eval()
         return cls(run_dir, cfg, model, schedule_from_config(cfg.diffusion), item_shape, tuple(meta["class_names"]),
-                   step, dev)
+                   step, dev, guide=guide)
 
     @classmethod
     def from_training(cls, cfg: Config, model: torch.nn.Module, schedule: Schedule, item_shape: tuple[int, ...],
@@ -142,9 +148,10 @@ def check_guidance(run: Run, w: float) -> None:
 
     A text run sampled without prompts draws unconditional samples (the null prompt): no guidance applies.
     """
-    if w and not run.cfg.model.num_classes and not run.cfg.model.context_dim:
-        raise ConfigError(f"--guidance needs a class-conditional run; {run.path} was trained without labels "
-                          "(model.num_classes = 0)")
+    if w and not run.cfg.model.num_classes and not run.cfg.model.context_dim and run.guide is None:
+        raise ConfigError(f"--guidance needs a class-conditional run or a guide; {run.path} was trained without "
+                          f"labels (model.num_classes = 0) and has no {ckpt.GUIDE} (train with --set "
+                          "train.guide_at=0.3 for autoguidance)")
     if w < 0 or w != w:
         raise ConfigError(f"--guidance must be a non-negative number, got {w}")
 
@@ -167,6 +174,8 @@ def denoiser_for(run: Run, labels: torch.Tensor | None, context: TextContext | N
     guidance = cfg.sample.guidance
     labelled = guidance and context is None and cfg.model.num_classes  # a text run without prompts: unguided
     net = guided(model, guidance, cfg.model.num_classes) if labelled else model
+    if guidance and run.guide is not None and not cfg.model.num_classes and not cfg.model.context_dim:
+        net = autoguided(model, run.guide, guidance)
     clip = 1.0 if cfg.sample.clip and run.is_image else None
     bf16 = _sample_in_bf16(cfg, run.item_shape, run.device)
     if bf16 and context is None:

@@ -27,9 +27,9 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from . import distributed
-from .config import Config
+from .config import Config, TrainConfig
 from .data import TensorData, load_dataset
-from .diffusion import sample_t, training_loss
+from .diffusion import T_SAMPLING, training_loss
 from .errors import ConfigError, RunError
 from .guidance import drop_labels
 from .prompting import CaptionBatches, encoder_meta
@@ -141,10 +141,10 @@ class Batch:
     eps: torch.Tensor
 
 
-def next_batch(state: TrainState, x_all: torch.Tensor, y_all: torch.Tensor | None, cfg: Config, T: int,
+def next_batch(state: TrainState, x_all: torch.Tensor, y_all: torch.Tensor | None, cfg: Config, schedule: Schedule,
                captions: CaptionBatches | None) -> Batch:
     """The next global batch from this epoch's permutation (a fresh one each epoch), with its flips, label
-    dropout, t ~ U{1..T} and noise. Every process draws all of it (same generators, same states)."""
+    dropout, t (diffusion.t_sampling) and noise. Every process draws all of it (same generators, same states)."""
     tc, gen = cfg.train, state.noise_gen
     if state.pos + tc.batch_size > len(state.perm):
         state.perm, state.pos = torch.randperm(len(x_all), generator=state.index_gen), 0
@@ -158,7 +158,8 @@ def next_batch(state: TrainState, x_all: torch.Tensor, y_all: torch.Tensor | Non
     if y is not None:  # label dropout also trains the unconditional model used by guidance
         y = drop_labels(y, tc.p_uncond, cfg.model.num_classes, gen)
     ctx = captions(idx, gen) if captions is not None else None  # encoded once per global batch
-    t = sample_t(len(idx), T, gen, x0.device)
+    d = cfg.diffusion
+    t = T_SAMPLING[d.t_sampling](schedule, len(idx), d.t_mean, d.t_std, gen, x0.device)
     return Batch(x0, y, ctx, t, torch.randn(x0.shape, generator=gen, device=x0.device))
 
 
@@ -274,23 +275,55 @@ class _Job:
             _save(self.run_dir, self.model, self.ema, state.to_dict(self.opt), state.step, self.cfg.train.keep)
 
 
+class Budget:
+    """train.steps and train.minutes as the step the run will end at: train.steps, or with a time budget the step
+    at which the budget runs out at the speed measured so far, re-estimated every 10 steps (the same on every
+    process). The learning-rate schedule decays to that end and the guide is kept at train.guide_at of it, so a
+    --minutes run ends with its schedule complete instead of cut off."""
+
+    SETTLE = 5  # steps before the speed is measured: the first ones pay for allocation and warm-up
+
+    def __init__(self, tc: TrainConfig, step: int, t_start: float) -> None:
+        self.tc, self.start, self.deadline = tc, step, t_start + tc.minutes * 60
+        self.end, self.mark = tc.steps, (step, t_start)
+
+    def update(self, step: int, now: float) -> None:
+        if not self.tc.minutes:
+            return
+        if step == self.start + self.SETTLE:
+            self.mark = (step, now)
+        elif step > self.start + self.SETTLE and step % 10 == 0:
+            seconds_per_step = (now - self.mark[1]) / (step - self.mark[0])
+            fits = step + int(max(0.0, self.deadline - now) / seconds_per_step)
+            self.end = distributed.smallest(max(step, min(self.tc.steps, fits)))
+
+    def out_of_time(self, now: float) -> bool:
+        return self.tc.minutes > 0 and now > self.deadline
+
+    def guide_due(self, step: int, kept: bool) -> bool:
+        return bool(self.tc.guide_at) and not kept and step >= max(1, round(self.tc.guide_at * self.end))
+
+
 def _loop(job: _Job, state: TrainState, metrics: MetricsLog, t_start: float) -> bool:
     """Train until train.steps, the time budget or a signal; True when it stopped early."""
     cfg, tc, log = job.cfg, job.cfg.train, job.log
     bad_in_row = 0  # non-finite steps in a row
+    budget, guide_kept = Budget(tc, state.step, t_start), (job.run_dir / ckpt.GUIDE).is_file()
     job.net.train()
     try:
         with StopFlag() as flag:
             while state.step < tc.steps:
-                batch = next_batch(state, job.x_all, job.y_all, cfg, job.schedule.T, job.captions)
+                batch = next_batch(state, job.x_all, job.y_all, cfg, job.schedule, job.captions)
+                lr = lr_at(cfg, state.step, budget.end)
                 loss, grad_norm = train_step(job.net, job.model, job.opt, batch, cfg, job.schedule, job.micro_rows,
-                                             job.bf16, lr_at(cfg, state.step))
+                                             job.bf16, lr)
                 state.step += 1
                 metrics.bar.update(1)
+                budget.update(state.step, time.monotonic())
                 # One small all-reduce: all processes skip, stop or run out of time at the same step.
                 nonfinite, stop, out_of_time = distributed.any_rank(
                     not (torch.isfinite(loss) and torch.isfinite(grad_norm)), bool(flag.stop),
-                    tc.minutes > 0 and time.monotonic() - t_start > tc.minutes * 60)
+                    budget.out_of_time(time.monotonic()))
                 if nonfinite:  # skip the update: weights, optimizer moments and EMA stay as they were
                     metrics.skipped += 1
                     bad_in_row += 1
@@ -300,12 +333,16 @@ def _loop(job: _Job, state: TrainState, metrics: MetricsLog, t_start: float) -> 
                 job.opt.step()
                 ema_update(job.ema, job.model, ema_decay_at(tc, state.ema_updates))
                 state.ema_updates += 1
-                metrics.add(loss)
+                if budget.guide_due(state.step, guide_kept):
+                    if job.main:
+                        ckpt.save_guide(job.run_dir, job.ema, state.step)
+                    guide_kept = True
+                metrics.add(loss, lr)
                 if state.step % tc.log_every == 0 or state.step == tc.steps or out_of_time or stop:
                     metrics.flush(state.step, time.monotonic() - t_start)
                 if tc.sample_every and state.step % tc.sample_every == 0:  # every process samples a share
                     save_preview(cfg, job.ema, job.schedule, job.data,
-                               job.run_dir / "samples" / f"step_{state.step:07d}.png", job.captions)
+                                 job.run_dir / "samples" / f"step_{state.step:07d}.png", job.captions)
                 if state.step % tc.ckpt_every == 0:
                     job.save(state)
                 if out_of_time or stop:
@@ -350,6 +387,8 @@ def _resume(run_dir: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: to
 def _write_run_files(run_dir: Path, cfg: Config, data: TensorData, captions: CaptionBatches | None,
                      fresh: bool) -> None:
     if fresh:
+        if ckpt.is_run(run_dir):  # started over with --force: the old run's weights must not outlive it
+            ckpt.clear_weights(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / ckpt.METRICS).write_text("step,loss,lr,images_per_s,elapsed_s,skipped\n")
     ckpt.write_config(run_dir, cfg)

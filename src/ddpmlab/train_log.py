@@ -15,7 +15,6 @@ from . import checkpoint as ckpt
 from . import distributed
 from .config import Config
 from .data import TensorData
-from .optim import lr_at
 from .prompting import CaptionBatches
 from .schedules import Schedule
 
@@ -28,11 +27,12 @@ class MetricsLog:
         self.writer = _tensorboard(run_dir) if write else None
         self.write = write
         self.sum, self.n, self.t0 = torch.zeros((), device=device), 0, time.monotonic()
-        self.last_loss, self.rate, self.skipped = float("nan"), 0.0, 0
+        self.last_loss, self.rate, self.skipped, self.lr = float("nan"), 0.0, 0, 0.0
 
-    def add(self, loss: torch.Tensor) -> None:
+    def add(self, loss: torch.Tensor, lr: float) -> None:
         self.sum += loss
         self.n += 1
+        self.lr = lr
 
     def flush(self, step: int, elapsed: float) -> None:
         """Log the window's mean loss (over every process's rows) and images/s, then start a new window."""
@@ -42,7 +42,7 @@ class MetricsLog:
         self.last_loss = (distributed.mean(self.sum) / self.n).item()
         self.rate = self.n * self.cfg.train.batch_size / max(now - self.t0, 1e-9)
         if self.write:
-            _log_metrics(self.run_dir, self.writer, step, self.last_loss, lr_at(self.cfg, step - 1), self.rate,
+            _log_metrics(self.run_dir, self.writer, step, self.last_loss, self.lr, self.rate,
                          elapsed, self.skipped)
         self.bar.set_postfix(loss=f"{self.last_loss:.4f}", img_s=f"{self.rate:.0f}")
         self.sum.zero_()

@@ -1,0 +1,110 @@
+"""The training levers of the recipe: log-normal noise levels, the power EMA, autoguidance, and --force."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from ddpmlab import checkpoint as ckpt
+from ddpmlab.config import build_config
+from ddpmlab.diffusion import T_SAMPLING
+from ddpmlab.errors import ConfigError
+from ddpmlab.guidance import autoguided
+from ddpmlab.optim import ema_decay_at, power_ema_gamma
+from ddpmlab.sampling import Run, check_guidance, sample, with_sample_settings
+from ddpmlab.schedules import make_schedule
+from ddpmlab.train import train
+
+from helpers import tiny_image_config
+
+
+def test_lognormal_t_has_the_asked_for_log_sigma_distribution():
+    schedule = make_schedule("cosine", 1000)
+    gen = torch.Generator().manual_seed(0)
+    t = T_SAMPLING["lognormal"](schedule, 50_000, -1.2, 1.2, gen, "cpu")
+    assert t.min() >= 1 and t.max() <= 1000 and t.dtype == torch.long
+    log_sigma = (schedule.sigma[t] / schedule.alpha[t]).log()
+    # rounding up to the next discrete level shifts the mean by under half a level's gap
+    assert abs(log_sigma.mean().item() + 1.2) < 0.05
+    assert abs(log_sigma.std().item() - 1.2) < 0.05
+    uniform = T_SAMPLING["uniform"](schedule, 50_000, -1.2, 1.2, gen, "cpu")
+    assert (schedule.sigma[uniform] > schedule.alpha[uniform]).float().mean() > 0.45  # half the levels at sigma > 1
+    assert (log_sigma > 0).float().mean() < 0.2
+
+
+@pytest.mark.parametrize("sigma_rel", [0.05, 0.1, 0.2])
+def test_power_ema_gamma_solves_edm2_eq2(sigma_rel):
+    g = power_ema_gamma(sigma_rel)
+    assert math.isclose(math.sqrt((g + 1) / ((g + 2) ** 2 * (g + 3))), sigma_rel, rel_tol=1e-9)
+
+
+def test_power_ema_weighs_update_i_by_i_to_the_gamma():
+    tc = build_config("mnist", None, ["train.ema='power'", "train.ema_sigma_rel=0.1"]).train
+    assert ema_decay_at(tc, 0) == 0.0  # the first update copies the weights
+    n = 3000
+    w = torch.randn(n, dtype=torch.float64)
+    ema = torch.zeros((), dtype=torch.float64)
+    for i in range(n):
+        ema = ema_decay_at(tc, i) * ema + (1 - ema_decay_at(tc, i)) * w[i]
+    g = power_ema_gamma(0.1)
+    weights = torch.arange(1, n + 1, dtype=torch.float64) ** g
+    assert torch.isclose(ema, (weights * w).sum() / weights.sum(), rtol=0.02, atol=2e-3)
+
+
+@pytest.mark.parametrize("setting, owner", [
+    ("diffusion.t_mean=-1.0", "t_sampling"), ("diffusion.t_std=2.0", "t_sampling"),
+    ("train.ema_sigma_rel=0.05", "train.ema"),
+])
+def test_a_setting_of_another_choice_is_refused(setting, owner):
+    with pytest.raises(ConfigError, match=owner):
+        build_config("mnist", None, [setting])
+
+
+def test_ema_decay_with_the_power_ema_is_refused_and_names_the_fix():
+    with pytest.raises(ConfigError, match=r"train.ema_decay = 0.995 applies only with train.ema = \"constant\""):
+        build_config("moons", None, ["train.ema='power'"])
+    assert build_config("moons", None, ["train.ema='power'", "train.ema_decay=0.999"]).train.ema == "power"
+    with pytest.raises(ConfigError, match="ema_sigma_rel must lie in"):
+        build_config("mnist", None, ["train.ema='power'", "train.ema_sigma_rel=0.5"])
+    with pytest.raises(ConfigError, match="guide_at must lie in"):
+        build_config("mnist", None, ["train.guide_at=1.0"])
+
+
+def test_autoguided_combines_the_two_networks():
+    x, t = torch.randn(3, 1, 4, 4), torch.tensor([5, 6, 7])
+    good = lambda x, t, y=None: 2 * x  # noqa: E731
+    bad = lambda x, t, y=None: x + 1  # noqa: E731
+    assert torch.equal(autoguided(good, bad, 0.0)(x, t), good(x, t))
+    assert torch.allclose(autoguided(good, bad, 1.5)(x, t), 2.5 * good(x, t) - 1.5 * bad(x, t))
+
+
+def test_a_run_with_guide_at_keeps_its_early_ema_and_samples_autoguided(tmp_path):
+    cfg = tiny_image_config("train.guide_at=0.25", "train.ema='power'")
+    train(cfg, tmp_path / "run", progress=False, log=lambda _: None)
+    guide_file = tmp_path / "run" / ckpt.GUIDE
+    assert guide_file.is_file()
+    from safetensors import safe_open
+
+    with safe_open(str(guide_file), framework="pt") as f:
+        assert f.metadata()["step"] == "5"  # 0.25 of 20 steps
+    run = Run.load(tmp_path / "run", device="cpu")
+    assert run.guide is not None and run.step == 20
+    plain = sample(run, 4)
+    guided_run = with_sample_settings(run, guidance=1.0)
+    guided = sample(guided_run, 4)
+    assert guided.shape == plain.shape and not torch.equal(guided, plain)
+    guided_run = dataclasses.replace(guided_run, guide=None)
+    with pytest.raises(ConfigError, match="train.guide_at"):
+        check_guidance(guided_run, 1.0)
+
+
+def test_force_over_a_longer_run_starts_from_scratch(tmp_path):
+    run_dir = tmp_path / "run"
+    train(tiny_image_config("train.guide_at=0.5"), run_dir, progress=False, log=lambda _: None)
+    assert (run_dir / ckpt.GUIDE).is_file()
+    train(tiny_image_config("train.steps=10", "train.ckpt_every=5"), run_dir, overwrite=True, progress=False,
+          log=lambda _: None)
+    assert [p.name for p in ckpt.snapshots(run_dir)] == ["step_000000010"]
+    assert not (run_dir / ckpt.GUIDE).exists()
+    assert Run.load(run_dir, device="cpu").step == 10
