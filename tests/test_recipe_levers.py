@@ -108,3 +108,25 @@ def test_force_over_a_longer_run_starts_from_scratch(tmp_path):
     assert [p.name for p in ckpt.snapshots(run_dir)] == ["step_000000010"]
     assert not (run_dir / ckpt.GUIDE).exists()
     assert Run.load(run_dir, device="cpu").step == 10
+
+
+def test_a_time_budget_ends_the_learning_rate_schedule_where_the_budget_ends():
+    from ddpmlab.optim import lr_at
+    from ddpmlab.optim import Budget
+
+    cfg = build_config("mnist", None, ["train.minutes=1", "train.steps=1000", "train.warmup=10"])
+    budget = Budget(cfg.train, 0, t_start=100.0)
+    for step in range(1, 11):  # the first 5 steps settle; then 1 s per step
+        budget.update(step, 100.0 + step)
+    assert budget.end == 10 + 50  # 50 s left at 1 s per step
+    assert lr_at(cfg, 59, budget.end) == pytest.approx(cfg.train.lr * cfg.train.min_lr_ratio, rel=1e-3)
+    assert lr_at(cfg, 59) > 0.9 * cfg.train.lr  # the same step of a 1,000-step schedule has barely decayed
+    assert not budget.out_of_time(159.0) and budget.out_of_time(161.0)
+    assert budget.guide_due(18, kept=False) is False  # no guide asked for
+    fast = Budget(build_config("mnist", None, ["train.minutes=1", "train.steps=40"]).train, 0, t_start=0.0)
+    for step in range(1, 21):
+        fast.update(step, 0.01 * step)
+    assert fast.end == 40  # train.steps fits in the budget: it stays the end
+    unbudgeted = Budget(build_config("mnist", None, ["train.steps=40"]).train, 0, t_start=0.0)
+    unbudgeted.update(20, 1e6)
+    assert unbudgeted.end == 40 and not unbudgeted.out_of_time(1e9)

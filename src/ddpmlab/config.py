@@ -259,6 +259,11 @@ def _validate_choices(cfg: Config) -> None:
     for key, value, default, owner, chosen in owned:
         if value != default and not chosen:
             raise ConfigError(f"{key} = {value} applies only with {owner}; drop it (or set {key}={default})")
+    m, w = cfg.model, cfg.sample.guidance
+    if w and not m.num_classes and not m.context_dim and not tc.guide_at:
+        raise ConfigError(f"sample.guidance = {w:g} needs a class-conditional run or a guide; this model has no labels "
+                          "(model.num_classes = 0): set train.guide_at (e.g. 0.3) before training for autoguidance, "
+                          "or sample.guidance = 0")
     if tc.ema == "power" and not 0 < tc.ema_sigma_rel < 0.28:
         raise ConfigError(f"train.ema_sigma_rel must lie in (0, 0.28) (the widest power EMA); got {tc.ema_sigma_rel}")
 

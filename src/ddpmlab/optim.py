@@ -1,4 +1,5 @@
-"""What updates the weights: AdamW (fused), the learning-rate schedule, and the EMA of the weights."""
+"""What updates the weights: AdamW (fused), the learning-rate schedule and its end under a time budget, and the EMA
+of the weights."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import math
 
 import torch
 
+from . import distributed
 from .config import Config, TrainConfig
 
 
@@ -58,3 +60,32 @@ def power_ema_gamma(sigma_rel: float) -> float:
     import numpy as np  # noqa: PLC0415
 
     return float(np.roots([1.0, 7.0, 16.0 - sigma_rel**-2, 12.0 - sigma_rel**-2]).real.max())
+
+
+class Budget:
+    """train.steps and train.minutes as the step the run will end at: train.steps, or with a time budget the step
+    at which the budget runs out at the speed measured so far, re-estimated every 10 steps (the same on every
+    process). The learning-rate schedule decays to that end and the guide is kept at train.guide_at of it, so a
+    --minutes run ends with its schedule complete instead of cut off."""
+
+    SETTLE = 5  # steps before the speed is measured: the first ones pay for allocation and warm-up
+
+    def __init__(self, tc: TrainConfig, step: int, t_start: float) -> None:
+        self.tc, self.start, self.deadline = tc, step, t_start + tc.minutes * 60
+        self.end, self.mark = tc.steps, (step, t_start)
+
+    def update(self, step: int, now: float) -> None:
+        if not self.tc.minutes:
+            return
+        if step == self.start + self.SETTLE:
+            self.mark = (step, now)
+        elif step > self.start + self.SETTLE and step % 10 == 0:
+            seconds_per_step = (now - self.mark[1]) / (step - self.mark[0])
+            fits = step + int(max(0.0, self.deadline - now) / seconds_per_step)
+            self.end = distributed.smallest(max(step, min(self.tc.steps, fits)))
+
+    def out_of_time(self, now: float) -> bool:
+        return self.tc.minutes > 0 and now > self.deadline
+
+    def guide_due(self, step: int, kept: bool) -> bool:
+        return bool(self.tc.guide_at) and not kept and step >= max(1, round(self.tc.guide_at * self.end))

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from . import distributed
-from .config import Config, TrainConfig
+from .config import Config
 from .data import TensorData, load_dataset
 from .diffusion import T_SAMPLING, training_loss
 from .errors import ConfigError, RunError
@@ -35,7 +35,7 @@ from .guidance import drop_labels
 from .prompting import CaptionBatches, encoder_meta
 from .io import run_lock, user_files
 from .models import build_model, count_parameters
-from .optim import ema_decay_at, ema_update, lr_at, make_optimizer
+from .optim import Budget, ema_decay_at, ema_update, lr_at, make_optimizer
 from .runtime import StopFlag, autocast, keep_freed_memory, use_bf16
 from .train_log import MetricsLog, plot_loss, save_preview
 from .schedules import Schedule, schedule_from_config
@@ -273,35 +273,6 @@ class _Job:
     def save(self, state: TrainState) -> None:
         if self.main:
             _save(self.run_dir, self.model, self.ema, state.to_dict(self.opt), state.step, self.cfg.train.keep)
-
-
-class Budget:
-    """train.steps and train.minutes as the step the run will end at: train.steps, or with a time budget the step
-    at which the budget runs out at the speed measured so far, re-estimated every 10 steps (the same on every
-    process). The learning-rate schedule decays to that end and the guide is kept at train.guide_at of it, so a
-    --minutes run ends with its schedule complete instead of cut off."""
-
-    SETTLE = 5  # steps before the speed is measured: the first ones pay for allocation and warm-up
-
-    def __init__(self, tc: TrainConfig, step: int, t_start: float) -> None:
-        self.tc, self.start, self.deadline = tc, step, t_start + tc.minutes * 60
-        self.end, self.mark = tc.steps, (step, t_start)
-
-    def update(self, step: int, now: float) -> None:
-        if not self.tc.minutes:
-            return
-        if step == self.start + self.SETTLE:
-            self.mark = (step, now)
-        elif step > self.start + self.SETTLE and step % 10 == 0:
-            seconds_per_step = (now - self.mark[1]) / (step - self.mark[0])
-            fits = step + int(max(0.0, self.deadline - now) / seconds_per_step)
-            self.end = distributed.smallest(max(step, min(self.tc.steps, fits)))
-
-    def out_of_time(self, now: float) -> bool:
-        return self.tc.minutes > 0 and now > self.deadline
-
-    def guide_due(self, step: int, kept: bool) -> bool:
-        return bool(self.tc.guide_at) and not kept and step >= max(1, round(self.tc.guide_at * self.end))
 
 
 def _loop(job: _Job, state: TrainState, metrics: MetricsLog, t_start: float) -> bool:
