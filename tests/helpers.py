@@ -16,6 +16,10 @@ TINY_CLI_RUN = (*TINY_UNET, "model.attention_resolutions=[]", "diffusion.T=50", 
                 "train.batch_size=8")
 
 
+# The mnist preset samples with autoguidance from an early EMA; tests that want a plain unconditional run add these.
+UNGUIDED = ("train.guide_at=0", "sample.guidance=0")
+
+
 def cli_sets(*settings: str) -> list[str]:
     """settings as command-line flags: --set a --set b ..."""
     return [arg for setting in settings for arg in ("--set", setting)]
@@ -27,7 +31,7 @@ def tiny_image_config(*extra: str):
         *TINY_UNET, "model.attention_resolutions=[14]",
         "train.steps=20", "train.batch_size=16", "train.log_every=10", "train.ckpt_every=10",
         "train.sample_every=0", "diffusion.T=100", "sample.steps=5", "train.precision='fp32'",
-        "sample.precision='fp32'", *extra,
+        "sample.precision='fp32'", *UNGUIDED, *extra,
     ])
 
 

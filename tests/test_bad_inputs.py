@@ -16,7 +16,7 @@ from PIL import Image
 
 from ddpmlab.cli import main
 
-from helpers import TINY_CLI_RUN, cli_sets, fake_encoder_dir
+from helpers import TINY_CLI_RUN, UNGUIDED, cli_sets, fake_encoder_dir
 
 TINY = [*cli_sets(*TINY_CLI_RUN), "--quiet"]
 
@@ -139,7 +139,7 @@ def places(tmp_path_factory):
                  str(p["TEXT"]), "--set", "model.context_dim=16", "--set", f"model.text_encoder={p['ENC']}",
                  *TINY]) == 0
     assert main(["train", "--preset", "mnist", "--data", f"folder:{imgs}", "--steps", "3", "--out", str(p["IMG"]),
-                 *TINY]) == 0
+                 *TINY, *cli_sets(*UNGUIDED)]) == 0
     assert main(["train", "--preset", "mnist-cond", "--data", f"folder:{classes}", "--set", "model.num_classes=2",
                  "--steps", "3", "--out", str(p["COND"]), *TINY]) == 0
     assert main(["train", "--preset", "moons", "--steps", "3", "--out", str(p["MOONS"]), "--quiet"]) == 0

@@ -13,7 +13,7 @@ from ddpmlab.sampling import load_run, with_sample_settings
 from ddpmlab.schedules import spaced_timesteps
 from ddpmlab.train import train
 
-from helpers import TINY_UNET
+from helpers import TINY_UNET, UNGUIDED
 
 TINY = [*TINY_UNET, "model.attention_resolutions=[14]", "train.steps=20",
         "train.batch_size=16", "diffusion.T=100", "sample.steps=5", "train.precision='fp32'", "train.sample_every=0"]
@@ -38,7 +38,7 @@ def cache_root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    train(build_config("mnist", None, TINY), out, progress=False, log=quiet)
+    train(build_config("mnist", None, [*TINY, *UNGUIDED]), out, progress=False, log=quiet)
     return out
 
 

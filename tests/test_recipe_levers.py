@@ -58,7 +58,7 @@ def test_power_ema_weighs_update_i_by_i_to_the_gamma():
 ])
 def test_a_setting_of_another_choice_is_refused(setting, owner):
     with pytest.raises(ConfigError, match=owner):
-        build_config("mnist", None, [setting])
+        build_config("mnist-cond", None, [setting])
 
 
 def test_ema_decay_with_the_power_ema_is_refused_and_names_the_fix():
@@ -80,7 +80,7 @@ def test_autoguided_combines_the_two_networks():
 
 
 def test_a_run_with_guide_at_keeps_its_early_ema_and_samples_autoguided(tmp_path):
-    cfg = tiny_image_config("train.guide_at=0.25", "train.ema='power'")
+    cfg = tiny_image_config("train.guide_at=0.25", "sample.guidance=1")
     train(cfg, tmp_path / "run", progress=False, log=lambda _: None)
     guide_file = tmp_path / "run" / ckpt.GUIDE
     assert guide_file.is_file()
@@ -90,7 +90,7 @@ def test_a_run_with_guide_at_keeps_its_early_ema_and_samples_autoguided(tmp_path
         assert f.metadata()["step"] == "5"  # 0.25 of 20 steps
     run = Run.load(tmp_path / "run", device="cpu")
     assert run.guide is not None and run.step == 20
-    plain = sample(run, 4)
+    plain = sample(with_sample_settings(run, guidance=0.0), 4)
     guided_run = with_sample_settings(run, guidance=1.0)
     guided = sample(guided_run, 4)
     assert guided.shape == plain.shape and not torch.equal(guided, plain)
@@ -106,8 +106,14 @@ def test_force_over_a_longer_run_starts_from_scratch(tmp_path):
     train(tiny_image_config("train.steps=10", "train.ckpt_every=5"), run_dir, overwrite=True, progress=False,
           log=lambda _: None)
     assert [p.name for p in ckpt.snapshots(run_dir)] == ["step_000000010"]
-    assert not (run_dir / ckpt.GUIDE).exists()
+    assert not (run_dir / ckpt.GUIDE).exists()  # the old run's guide went with it
     assert Run.load(run_dir, device="cpu").step == 10
+    train(tiny_image_config("train.steps=10", "train.guide_at=0.3"), run_dir, overwrite=True, progress=False,
+          log=lambda _: None)
+    from safetensors import safe_open
+
+    with safe_open(str(run_dir / ckpt.GUIDE), framework="pt") as f:
+        assert f.metadata()["step"] == "3"  # the new run's own guide
 
 
 def test_a_time_budget_ends_the_learning_rate_schedule_where_the_budget_ends():
@@ -119,10 +125,11 @@ def test_a_time_budget_ends_the_learning_rate_schedule_where_the_budget_ends():
     for step in range(1, 11):  # the first 5 steps settle; then 1 s per step
         budget.update(step, 100.0 + step)
     assert budget.end == 10 + 50  # 50 s left at 1 s per step
-    assert lr_at(cfg, 59, budget.end) == pytest.approx(cfg.train.lr * cfg.train.min_lr_ratio, rel=1e-3)
-    assert lr_at(cfg, 59) > 0.9 * cfg.train.lr  # the same step of a 1,000-step schedule has barely decayed
+    assert lr_at(cfg, 60, budget.end) == pytest.approx(cfg.train.lr * cfg.train.min_lr_ratio)
+    assert lr_at(cfg, 60) > 0.9 * cfg.train.lr  # the same step of a 1,000-step schedule has barely decayed
     assert not budget.out_of_time(159.0) and budget.out_of_time(161.0)
-    assert budget.guide_due(18, kept=False) is False  # no guide asked for
+    assert budget.guide_due(18, kept=False) and not budget.guide_due(17, kept=False)  # the preset's 0.3 of 60
+    assert not budget.guide_due(30, kept=True)
     fast = Budget(build_config("mnist", None, ["train.minutes=1", "train.steps=40"]).train, 0, t_start=0.0)
     for step in range(1, 21):
         fast.update(step, 0.01 * step)

@@ -53,7 +53,8 @@ def run_lock(run_dir: str | Path) -> Iterator[None]:
     """Hold RUN/.lock for the duration; a second writer gets a one-line RunError naming the holder's pid.
 
     The run directory is created if missing; if this call created it and it holds nothing but the lock when the
-    block fails, it is removed again, so a refused or failed start leaves nothing behind.
+    block fails, it is removed again (and so is a lock file this call created), so a refused or failed start leaves
+    nothing behind.
     """
     try:
         import fcntl
@@ -64,6 +65,7 @@ def run_lock(run_dir: str | Path) -> Iterator[None]:
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK
+    lock_created = not path.exists()
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
@@ -80,6 +82,8 @@ def run_lock(run_dir: str | Path) -> Iterator[None]:
             if created and [p.name for p in run_dir.iterdir()] == [LOCK]:
                 path.unlink(missing_ok=True)
                 run_dir.rmdir()
+            elif lock_created:  # a refused resume leaves the run as it found it
+                path.unlink(missing_ok=True)
             raise
     finally:
         os.close(fd)

@@ -150,8 +150,8 @@ def check_guidance(run: Run, w: float) -> None:
     """
     if w and not run.cfg.model.num_classes and not run.cfg.model.context_dim and run.guide is None:
         raise ConfigError(f"--guidance needs a class-conditional run or a guide; {run.path} was trained without "
-                          f"labels (model.num_classes = 0) and has no {ckpt.GUIDE} (train with --set "
-                          "train.guide_at=0.3 for autoguidance)")
+                          f"labels (model.num_classes = 0) and has no {ckpt.GUIDE} (it ended before train.guide_at "
+                          "of its steps, or was trained without it): sample it with --guidance 0")
     if w < 0 or w != w:
         raise ConfigError(f"--guidance must be a non-negative number, got {w}")
 

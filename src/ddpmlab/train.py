@@ -215,6 +215,8 @@ def _train_run(cfg: Config, run_dir: Path, resume: bool, progress: bool, log: Ca
     # All randomness flows from explicit generators whose states are checkpointed.
     state = TrainState.fresh(len(x_all), tc.seed, device, captions.generator if captions else None)
     if resume:
+        if main:  # before reading the checkpoint: a run another process is writing is refused, not half-read
+            held.enter_context(run_lock(run_dir))
         _resume(run_dir, model, ema, opt, state, len(x_all), data.name)
         if state.step >= tc.steps:
             log(f"{run_dir} is already at its last step ({state.step} of train.steps={tc.steps}); nothing to train. "
@@ -224,7 +226,7 @@ def _train_run(cfg: Config, run_dir: Path, resume: bool, progress: bool, log: Ca
     if not main:  # dropout draws from the global generator: give each process its own (rank 0 keeps the saved one)
         torch.manual_seed(tc.seed + 7919 * distributed.rank() + 104729 * state.step)
     distributed.barrier()  # every process has checked and read run_dir before rank 0 writes into it
-    if main:
+    if main and not resume:
         held.enter_context(run_lock(run_dir))  # one writer at a time; a refused start has written nothing
         _write_run_files(run_dir, cfg, data, captions, fresh=not resume)
 
