@@ -94,6 +94,9 @@ def test_a_run_with_guide_at_keeps_its_early_ema_and_samples_autoguided(tmp_path
     guided_run = with_sample_settings(run, guidance=1.0)
     guided = sample(guided_run, 4)
     assert guided.shape == plain.shape and not torch.equal(guided, plain)
+    from ddpmlab.sample_files import guidance_sweep
+
+    assert guidance_sweep(run, [0.0, 1.0], tmp_path / "sweep.png", per_cell=2).is_file()  # one row, two blocks
     guided_run = dataclasses.replace(guided_run, guide=None)
     with pytest.raises(ConfigError, match="train.guide_at"):
         check_guidance(guided_run, 1.0)

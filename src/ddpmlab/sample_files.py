@@ -299,7 +299,7 @@ def guidance_sweep(run: Run, weights: list[float], out: Path, per_cell: int = 6)
                           f"got {per_cell}")
     from .viz import guidance_figure
 
-    autoguided = not run.cfg.model.num_classes and not run.cfg.model.context_dim and run.guide is not None
+    autoguided = run.autoguided
     if not run.cfg.model.num_classes and not run.prompts and not autoguided:
         raise ConfigError("--guidance-sweep needs a class-conditional run (model.num_classes > 0), a text run "
                           "with --prompt, or a run with a guide (train.guide_at)")

@@ -51,6 +51,11 @@ class Run:
     def is_image(self) -> bool:
         return len(self.item_shape) == 3
 
+    @property
+    def autoguided(self) -> bool:
+        """An unconditional run with a guide: --guidance W then means autoguidance (guidance.autoguided)."""
+        return self.guide is not None and not self.cfg.model.num_classes and not self.cfg.model.context_dim
+
     @classmethod
     def load(cls, run_dir: str | Path, *, weights: Literal["ema", "model"] = "ema", device: str = "auto") -> "Run":
         """Read config.toml and meta.json, build the network and load its (EMA) weights from the latest checkpoint.
@@ -148,7 +153,7 @@ def check_guidance(run: Run, w: float) -> None:
 
     A text run sampled without prompts draws unconditional samples (the null prompt): no guidance applies.
     """
-    if w and not run.cfg.model.num_classes and not run.cfg.model.context_dim and run.guide is None:
+    if w and not run.cfg.model.num_classes and not run.cfg.model.context_dim and not run.autoguided:
         raise ConfigError(f"--guidance needs a class-conditional run or a guide; {run.path} was trained without "
                           f"labels (model.num_classes = 0) and has no {ckpt.GUIDE} (it ended before train.guide_at "
                           "of its steps, or was trained without it): sample it with --guidance 0")
@@ -174,7 +179,7 @@ def denoiser_for(run: Run, labels: torch.Tensor | None, context: TextContext | N
     guidance = cfg.sample.guidance
     labelled = guidance and context is None and cfg.model.num_classes  # a text run without prompts: unguided
     net = guided(model, guidance, cfg.model.num_classes) if labelled else model
-    if guidance and run.guide is not None and not cfg.model.num_classes and not cfg.model.context_dim:
+    if guidance and run.autoguided:
         net = autoguided(model, run.guide, guidance)
     clip = 1.0 if cfg.sample.clip and run.is_image else None
     bf16 = _sample_in_bf16(cfg, run.item_shape, run.device)
