@@ -140,3 +140,12 @@ def test_a_time_budget_ends_the_learning_rate_schedule_where_the_budget_ends():
     unbudgeted = Budget(build_config("mnist", None, ["train.steps=40"]).train, 0, t_start=0.0)
     unbudgeted.update(20, 1e6)
     assert unbudgeted.end == 40 and not unbudgeted.out_of_time(1e9)
+
+
+def test_resume_records_its_new_settings_in_the_run(tmp_path):
+    from ddpmlab.cli import main
+
+    run_dir = tmp_path / "run"
+    train(tiny_image_config("train.steps=4"), run_dir, progress=False, log=lambda _: None)
+    assert main(["train", "--resume", str(run_dir), "--set", "train.steps=6", "--quiet"]) == 0
+    assert ckpt.read_config(run_dir).train.steps == 6 and Run.load(run_dir, device="cpu").step == 6

@@ -226,8 +226,9 @@ def _train_run(cfg: Config, run_dir: Path, resume: bool, progress: bool, log: Ca
     if not main:  # dropout draws from the global generator: give each process its own (rank 0 keeps the saved one)
         torch.manual_seed(tc.seed + 7919 * distributed.rank() + 104729 * state.step)
     distributed.barrier()  # every process has checked and read run_dir before rank 0 writes into it
-    if main and not resume:
-        held.enter_context(run_lock(run_dir))  # one writer at a time; a refused start has written nothing
+    if main:
+        if not resume:  # one writer at a time; a refused start has written nothing (resume took it above)
+            held.enter_context(run_lock(run_dir))
         _write_run_files(run_dir, cfg, data, captions, fresh=not resume)
 
     log(_summary(cfg, model, data, device, bf16, run_dir))
