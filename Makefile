@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
-DEMO_MINUTES ?= 7.5
+DEMO_MINUTES ?= 6
 
 .PHONY: setup setup-dev setup-text setup-studio data demo test clean
 

@@ -9,16 +9,17 @@ Parts, trained one after the other on the same machine (choose with --parts, def
         32x32 (padded) images, DDPMScheduler 1000 linear steps, eps-prediction, AdamW 2e-4, EMA (0.9999 with
         the example script's warmup), batch 128, fp32; sampled with DDIM
   c     a tuned diffusers recipe: UNet2DModel (32, 64, 64), 1 layer per block, no attention, native 28x28,
-        bf16 autocast, AdamW 1e-3 with 100 warmup steps and cosine decay to 10%, grad clip 1, EMA 0.999 with
-        warmup, min-SNR-5 weighted eps loss, random horizontal flips, batch 128; sampled with
-        DPMSolverMultistepScheduler
+        bf16 autocast, AdamW 1e-3 with betas (0.9, 0.99), 100 warmup steps and cosine decay to 10%, grad clip 1,
+        EMA 0.999 with warmup, min-SNR-5 weighted eps loss, random horizontal flips, batch 128, linear T = 1000;
+        sampled with DPMSolverMultistepScheduler at its defaults, the network under bf16 autocast as in training
   cond  ddpmlab's `fashion-mnist-cond` preset, sampled with its guidance; writes a grid with one row per class
 
-Every recipe gets the same budget: a short probe measures its seconds per step, the step count that fits in the
-budget sets its learning-rate schedule, and the budget also stops it. Then 2,000 samples per part at each --nfe
-(20 and 50 network evaluations; dpmpp-2m for ddpmlab, DPM-Solver++(2M) for c, DDIM for b): ddpmlab with its
-defaults (bf16 autocast for its v-prediction presets), the diffusers eps-prediction models in fp32 (sampling
-time is not part of the budget), scored by ddpmlab's Fashion-MNIST classifier
+Every recipe gets the same budget, which also ends its learning-rate schedule: ddpmlab's parts re-estimate the
+step the budget ends at as they train (train.Budget), and diffusers' parts do the same every 10 steps after a
+30-step probe. Then 2,000
+samples per part at each --nfe (20 and 50 network evaluations; ddpmlab with its preset sampler settings,
+DPM-Solver++(2M) for c, DDIM for b): ddpmlab with its defaults (bf16 autocast for its v-prediction presets), c
+under bf16 autocast as it trained, b in fp32 (sampling time is not part of the budget), scored by ddpmlab's Fashion-MNIST classifier
 features (FID/KID against the 10k test images). ddpmlab's parts run with the allocator setting its training
 applies on the CPU, diffusers' with glibc's defaults. Results: JSON after every part, and a grid PNG per part.
 """
@@ -44,13 +45,9 @@ def train_ddpmlab(preset: str, minutes: float, out: Path) -> dict:
     from ddpmlab.config import build_config
     from ddpmlab.train import train
 
-    probe = train(build_config(preset, settings={"train": {"steps": 60, "ckpt_every": 1000, "sample_every": 0}}),
-                  out.with_name(out.name + "-probe"), overwrite=True, progress=False)
-    s_per_step = probe.seconds / probe.step
-    steps = max(100, int(minutes * 60 / s_per_step))
-    cfg = build_config(preset, settings={"train": {"steps": steps, "minutes": minutes}})
+    cfg = build_config(preset, settings={"train": {"steps": 1_000_000, "minutes": minutes, "sample_every": 0}})
     r = train(cfg, out, overwrite=True, progress=True)
-    return {"steps": r.step, "planned_steps": steps, "train_seconds": round(r.seconds, 1),
+    return {"steps": r.step, "train_seconds": round(r.seconds, 1),
             "train_images_per_s": round(r.images_per_s, 1), "batch_size": cfg.train.batch_size}
 
 
@@ -58,7 +55,7 @@ def sample_ddpmlab(run_dir: Path, n: int, nfe: int, grid: Path | None) -> tuple[
     from ddpmlab.sample_files import write_samples
     from ddpmlab.sampling import class_labels, load_run, sample, with_sample_settings
 
-    run = with_sample_settings(load_run(run_dir), sampler="dpmpp-2m", steps=nfe, spacing="auto")
+    run = with_sample_settings(load_run(run_dir), steps=nfe)  # the preset's sampler, spacing and guidance
     labels = class_labels(run, None, n) if run.cfg.model.num_classes else None
     t = time.perf_counter()
     x = sample(run, n, labels=labels)
@@ -90,12 +87,9 @@ def diffusers_recipe(part: str):
     unet = UNet2DModel(sample_size=28, in_channels=1, out_channels=1, block_out_channels=(32, 64, 64),
                        layers_per_block=1, down_block_types=("DownBlock2D",) * 3, up_block_types=("UpBlock2D",) * 3,
                        add_attention=False)
-    sched = dict(num_train_timesteps=1000)  # the default linear schedule: DPM-Solver++ in diffusers needs
-    # lambda_min_clipped for squaredcos_cap_v2, whose alpha_bar reaches 0 at t = 999 (it diverged here without it)
-    # Dynamic thresholding keeps x0 estimates in [-1, 1] as ddpmlab's sample.clip does; without it, a third of the
-    # samples here saturated to all-black or all-white squares (FID 59.5 instead of the number with it).
-    return unet, DDPMScheduler(**sched), lambda: DPMSolverMultistepScheduler(**sched, thresholding=True,
-                                                                             sample_max_value=1.0)
+    sched = dict(num_train_timesteps=1000)  # the default linear schedule (squaredcos_cap_v2's alpha_bar reaches 0
+    # at t = 999, where diffusers' DPM-Solver++ needs lambda_min_clipped)
+    return unet, DDPMScheduler(**sched), lambda: DPMSolverMultistepScheduler(**sched)  # its defaults
 
 
 def train_diffusers(part: str, minutes: float, batch: int = 128, seed: int = 0, save_to: Path | None = None
@@ -108,7 +102,8 @@ def train_diffusers(part: str, minutes: float, batch: int = 128, seed: int = 0, 
         x_all = F.pad(x_all, (2, 2, 2, 2), value=-1.0)  # 32x32, as the reference runs it
     unet, sched, _ = diffusers_recipe(part)
     tuned = part == "c"
-    opt = torch.optim.AdamW(unet.parameters(), lr=1e-3 if tuned else 2e-4)
+    opt = torch.optim.AdamW(unet.parameters(), lr=1e-3, betas=(0.9, 0.99)) if tuned else \
+        torch.optim.AdamW(unet.parameters(), lr=2e-4)
     ema = EMAModel(unet.parameters(), decay=0.999 if tuned else 0.9999, use_ema_warmup=True, power=0.75)
     acp = sched.alphas_cumprod
     snr = acp / (1 - acp)
@@ -136,14 +131,14 @@ def train_diffusers(part: str, minutes: float, batch: int = 128, seed: int = 0, 
             torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step()
         ema.step(unet.parameters())
-        return float(loss)
+        return float(loss.detach())
 
     unet.train()
     t0 = time.perf_counter()
     for k in range(30):  # probe (its updates are kept; its time is not charged)
         step(k, 10_000)
     s_per_step = (time.perf_counter() - t0) / 30
-    planned = max(100, int(minutes * 60 / s_per_step))
+    planned = first_plan = max(100, int(minutes * 60 / s_per_step))
     t0, k = time.perf_counter(), 0
     from tqdm.auto import tqdm
 
@@ -152,6 +147,10 @@ def train_diffusers(part: str, minutes: float, batch: int = 128, seed: int = 0, 
         loss = step(k, planned)
         k += 1
         bar.update(1)
+        if k % 10 == 0:  # as ddpmlab's train.Budget: the schedule ends where the budget does, at the measured speed
+            elapsed = time.perf_counter() - t0
+            planned = k + int(max(0.0, minutes * 60 - elapsed) / (elapsed / k))
+            bar.total = planned
         if k % 50 == 0:
             bar.set_postfix(loss=f"{loss:.4f}")
     bar.close()
@@ -160,14 +159,14 @@ def train_diffusers(part: str, minutes: float, batch: int = 128, seed: int = 0, 
     unet.eval()
     if save_to is not None:
         unet.save_pretrained(save_to)  # safetensors + config.json: resample with UNet2DModel.from_pretrained
-    return {"steps": k, "planned_steps": planned, "probe_steps": 30, "train_seconds": round(seconds, 1),
+    return {"steps": k, "first_planned_steps": first_plan, "probe_steps": 30, "train_seconds": round(seconds, 1),
             "train_images_per_s": round(k * batch / seconds, 1), "batch_size": batch,
             "parameters": sum(p.numel() for p in unet.parameters())}, unet
 
 
 @torch.no_grad()
-def sample_diffusers(part: str, unet: torch.nn.Module, n: int, nfe: int, batch: int = 250, seed: int = 0
-                     ) -> tuple[torch.Tensor, float]:
+def sample_diffusers(part: str, unet: torch.nn.Module, n: int, nfe: int, batch: int = 250, seed: int = 0,
+                     bf16: bool = True) -> tuple[torch.Tensor, float]:
     _, _, make_scheduler = diffusers_recipe(part)
     sched = make_scheduler()
     gen = torch.Generator().manual_seed(seed)
@@ -177,9 +176,10 @@ def sample_diffusers(part: str, unet: torch.nn.Module, n: int, nfe: int, batch: 
     for start in range(0, n, batch):
         sched.set_timesteps(nfe)
         x = torch.randn(min(batch, n - start), 1, size, size, generator=gen) * sched.init_noise_sigma
-        for t in sched.timesteps:  # fp32: bf16 noise in eps is amplified 1/alpha_t (~160x at t = 999)
-            eps = unet(sched.scale_model_input(x, t), t).sample
-            x = sched.step(eps, t, x).prev_sample
+        for t in sched.timesteps:  # c: bf16 autocast as it trained; b: fp32, as its users run it
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and part == "c"):
+                eps = unet(sched.scale_model_input(x, t), t).sample
+            x = sched.step(eps.float(), t, x).prev_sample
         out.append(x.clamp(-1, 1))
     seconds = time.perf_counter() - t0
     x = torch.cat(out)
@@ -211,6 +211,8 @@ def main() -> None:
     ap.add_argument("--nfe", default="20,50", help="network evaluations to sample at (default 20,50)")
     ap.add_argument("--workdir", default="runs/bench-quality", help="where the ddpmlab runs go")
     ap.add_argument("--out", default=str(RESULTS / "bench_quality.json"))
+    ap.add_argument("--c-fp32", action="store_true", help="sample part c in fp32 instead of bf16 autocast "
+                    "(writes quality_c_fp32_nfeN.png and the part as c-fp32)")
     ap.add_argument("--from-saved", action="store_true", help="diffusers parts: sample the weights saved by an "
                     "earlier run (in --workdir) instead of training")
     args = ap.parse_args()
@@ -243,10 +245,11 @@ def main() -> None:
         else:
             entry["train"], unet = train_diffusers(part, args.minutes, save_to=Path(args.workdir) / f"diffusers-{part}")
         if part in ("b", "c"):
-            draw = lambda nfe, grid: sample_diffusers(part, unet, args.n, nfe)  # noqa: E731
+            draw = lambda nfe, grid: sample_diffusers(part, unet, args.n, nfe, bf16=not args.c_fp32)  # noqa: E731
         entry["samples"] = {}
+        key = "c-fp32" if part == "c" and args.c_fp32 else part
         for nfe in nfes:
-            grid = RESULTS / f"quality_{part}_nfe{nfe}.png"
+            grid = RESULTS / f"quality_{key.replace('-', '_')}_nfe{nfe}.png"
             x, seconds = draw(nfe, grid if part == "cond" else None)
             if part != "cond":
                 save_grid(x, grid)
@@ -255,7 +258,7 @@ def main() -> None:
                                           "recall": m["recall"], "sampling_s": round(seconds, 1), "grid": grid.name}
             print(f"part {part}, {nfe} NFE: FID {m['fid']:.2f}, KID {m['kid']:.4f} ({seconds:.0f}s sampling)",
                   flush=True)
-        report["parts"][part] = entry
+        report["parts"][key] = entry
         out.write_text(json.dumps(report, indent=2) + "\n")
     print("\n| part | steps | img/s | " + " | ".join(f"FID@{k}" for k in nfes) + " |")
     for part, e in report["parts"].items():

@@ -44,11 +44,17 @@ def train_arm(preset: str, overrides: list[str], minutes: float, out: Path) -> d
 def score_arm(run_dir: Path, n: int, scorers: dict, grid: Path, guidance: float | None = None) -> dict[str, Any]:
     """Sample n with the run's own sampler settings (guidance: another weight) and score them: FID, KID, and the
     judge where there is one."""
+    from ddpmlab.sampling import load_run, with_sample_settings
+
+    return score_run(with_sample_settings(load_run(run_dir), guidance=guidance), n, scorers, grid)
+
+
+def score_run(run: Any, n: int, scorers: dict, grid: Path) -> dict[str, Any]:
+    """score_arm for a loaded Run (its guide or settings changed, say): n samples, a grid, FID, KID, the judge."""
     from ddpmlab.evaluate import Scorer, default_cache_dir, nfe_of
-    from ddpmlab.sampling import class_labels, load_run, sample, with_sample_settings
+    from ddpmlab.sampling import class_labels, sample
     from ddpmlab.viz import save_grid
 
-    run = with_sample_settings(load_run(run_dir), guidance=guidance)
     key = (run.cfg.data.name, run.item_shape)
     if key not in scorers:
         scorers[key] = Scorer(run, n, "auto", None, 0, default_cache_dir(), print)

@@ -17,7 +17,7 @@ TINY_CLI_RUN = (*TINY_UNET, "model.attention_resolutions=[]", "diffusion.T=50", 
 
 
 # The mnist preset samples with autoguidance from an early EMA; tests that want a plain unconditional run add these.
-UNGUIDED = ("train.guide_at=0", "sample.guidance=0")
+UNGUIDED = ("train.guide_at=0", "sample.guidance=0", "sample.guidance_interval=[]")
 
 
 def cli_sets(*settings: str) -> list[str]:

@@ -102,7 +102,10 @@ class SampleConfig:
     variance: Literal["beta", "posterior"] = "posterior"  # DDPM sigma_t^2: beta_t or beta-tilde_t
     eta: float = 0.0  # DDIM stochasticity: 0 deterministic, 1 ancestral
     s_churn: float = 0.0  # Heun (Karras Alg. 2) stochastic churn; 0 is deterministic
-    guidance: float = 0.0  # classifier-free guidance weight w (conditional runs)
+    guidance: float = 0.0  # guidance weight w: classifier-free (conditional runs) or autoguidance (train.guide_at)
+    # () guides at every step; (lo, hi) only where the noise level sigma_t / alpha_t lies in (lo, hi], the plain
+    # network elsewhere at one evaluation per step (Kynkaanniemi et al. 2024, "Applying guidance in a limited interval")
+    guidance_interval: tuple[float, ...] = ()
     clip: bool = True  # clip predicted x0 to [-1, 1] (images only)
     batch_size: int = 256
     seed: int = 0
@@ -264,6 +267,13 @@ def _validate_choices(cfg: Config) -> None:
         raise ConfigError(f"sample.guidance = {w:g} needs a class-conditional run or a guide; this model has no labels "
                           "(model.num_classes = 0): set train.guide_at (e.g. 0.3) before training for autoguidance, "
                           "or sample.guidance = 0")
+    iv = cfg.sample.guidance_interval
+    if iv and (len(iv) != 2 or not 0 <= iv[0] < iv[1]):
+        raise ConfigError(f"sample.guidance_interval must be two noise levels [lo, hi] with 0 <= lo < hi (or [] to "
+                          f"guide at every step); got {list(iv)}")
+    if iv and not w:
+        raise ConfigError(f"sample.guidance_interval = {list(iv)} applies only with sample.guidance > 0; drop it "
+                          "(or set sample.guidance)")
     if tc.ema == "power" and not 0 < tc.ema_sigma_rel < 0.28:
         raise ConfigError(f"train.ema_sigma_rel must lie in (0, 0.28) (the widest power EMA); got {tc.ema_sigma_rel}")
 

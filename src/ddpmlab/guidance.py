@@ -49,6 +49,26 @@ def autoguided(model: Network, guide: Network, w: float) -> Network:
     return forward
 
 
+def in_interval(guided_net: Network, plain: Network, noise_level: torch.Tensor, lo: float, hi: float) -> Network:
+    """guided_net where the noise level sigma_t / alpha_t lies in (lo, hi], plain (the unguided network, one
+    evaluation) elsewhere: guidance in a limited interval (Kynkaenniemi et al. 2024). Guiding at the highest noise
+    levels pulls samples towards a few modes; at the lowest it barely changes them; the middle is where it helps.
+
+    noise_level: (T + 1,) table of sigma_t / alpha_t, indexed by the integer timestep t.
+    """
+
+    def forward(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        level = noise_level.to(t.device)[t.long()]
+        inside = ((level > lo) & (level <= hi)).reshape(-1, *([1] * (x.dim() - 1)))
+        if bool(inside.all()):
+            return guided_net(x, t, y)
+        if not bool(inside.any()):
+            return plain(x, t, y).float()
+        return torch.where(inside, guided_net(x, t, y), plain(x, t, y).float())
+
+    return forward
+
+
 def prompted(model: Network, context: TextContext, w: float = 0.0) -> Network:
     """model(x, t) with each sample's prompt bound; w > 0 guides it: (1 + w) eps(x, c) - w eps(x, null), batched.
 

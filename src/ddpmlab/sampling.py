@@ -21,7 +21,7 @@ from . import distributed
 from .config import Config, validate
 from .diffusion import Denoiser, make_denoiser
 from .errors import ConfigError
-from .guidance import autoguided, guided, prompted
+from .guidance import autoguided, guided, in_interval, prompted
 from .models import build_model
 from .prompting import run_context, with_prompts
 from .runtime import autocast, keep_freed_memory, use_bf16
@@ -96,11 +96,14 @@ def with_sample_settings(run: Run, **settings: Any) -> Run:
     """A copy of run whose cfg.sample has the given (non-None) settings, checked by config.validate.
 
     Choosing another sampler resets the options that only the old one took (the run's eta, say, when switching
-    from ddim to euler); an option given here that the chosen sampler does not take is an error.
+    from ddim to euler); an option given here that the chosen sampler does not take is an error. guidance = 0
+    drops the run's sample.guidance_interval the same way.
     """
     updates = {k: v for k, v in settings.items() if v is not None}
     if not updates:
         return run
+    if updates.get("guidance", None) == 0 and "guidance_interval" not in updates:
+        updates["guidance_interval"] = ()  # no guidance, no interval to guide in
     new = updates.get("sampler", run.cfg.sample.sampler)
     if new in SAMPLERS and new != run.cfg.sample.sampler:
         keep = SAMPLERS[new].options
@@ -181,6 +184,10 @@ def denoiser_for(run: Run, labels: torch.Tensor | None, context: TextContext | N
     net = guided(model, guidance, cfg.model.num_classes) if labelled else model
     if guidance and run.autoguided:
         net = autoguided(model, run.guide, guidance)
+    interval = cfg.sample.guidance_interval
+    limit = (lambda g, plain: in_interval(g, plain, run.schedule.sigma / run.schedule.alpha, *interval)) if interval \
+        else (lambda g, plain: g)
+    net = limit(net, model) if net is not model else net
     clip = 1.0 if cfg.sample.clip and run.is_image else None
     bf16 = _sample_in_bf16(cfg, run.item_shape, run.device)
     if bf16 and context is None:
@@ -189,7 +196,8 @@ def denoiser_for(run: Run, labels: torch.Tensor | None, context: TextContext | N
     def for_slice(sl: slice) -> Denoiser:
         part = net
         if context is not None:  # sample i keeps prompt i, whichever batch it falls in
-            part = prompted(model, context.select(sl), guidance)
+            rows = context.select(sl)
+            part = limit(prompted(model, rows, guidance), prompted(model, rows)) if guidance else prompted(model, rows)
             part = _autocast(part, run.device) if bf16 else part
         return make_denoiser(part, run.schedule, cfg.diffusion.prediction, y=None if labels is None else labels[sl],
                              clip=clip)

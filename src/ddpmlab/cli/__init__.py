@@ -21,6 +21,7 @@ FLAGS: dict[str, tuple[str, bool]] = {
     "sample.n": ("--n", False), "sample.steps": ("--steps", True), "sample.sampler": ("--sampler", True),
     "sample.spacing": ("--spacing", True), "sample.eta": ("--eta", True), "sample.s_churn": ("--churn", True),
     "sample.variance": ("--variance", True), "sample.guidance": ("--guidance", True),
+    "sample.guidance_interval": ("--guidance-interval", True),
     "sample.seed": ("--seed", True), "sample.batch_size": ("--batch-size", True),
     "sample.precision": ("--precision", True),
 }

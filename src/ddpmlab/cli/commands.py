@@ -86,7 +86,8 @@ def _sampling_run(args: argparse.Namespace):
     spacing = args.spacing or ("auto" if args.sampler else None)  # a new sampler brings its own spacing
     run = with_sample_settings(run, steps=args.steps, sampler=args.sampler, variance=args.variance, spacing=spacing,
                                seed=args.seed, batch_size=args.batch_size, eta=args.eta, s_churn=args.churn,
-                               guidance=args.guidance, precision=args.precision)
+                               guidance=args.guidance, guidance_interval=args.guidance_interval,
+                               precision=args.precision)
     check_guidance(run, run.cfg.sample.guidance)
     return run
 

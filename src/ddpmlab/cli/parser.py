@@ -80,6 +80,17 @@ def csv_floats(text: str) -> list[float]:
     return values
 
 
+def _interval(text: str) -> tuple[float, ...]:
+    """--guidance-interval LO,HI (noise levels sigma_t / alpha_t), or 'all' for every step."""
+    if text.strip().lower() == "all":
+        return ()
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI (two noise levels, e.g. 0.35,7) or all; got {text!r}") from None
+    return (lo, hi)
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -145,6 +156,8 @@ def _sample_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> 
     p.add_argument("--class", dest="klass", metavar="C", help="conditional runs: a class index or name, or 'all' "
                    "(one row per class; the default)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance weight w: (1+w) eps(x,c) - w eps(x)")
+    p.add_argument("--guidance-interval", type=_interval, metavar="LO,HI", help="guide only where the noise "
+                   "level sigma_t/alpha_t lies in (LO, HI], or 'all' (default: the run's sample.guidance_interval)")
     p.add_argument("--guidance-sweep", metavar="W,W,...", help="write one figure: rows = classes (or prompts), "
                    "a block of --n columns per w")
     p.add_argument("--seed", type=int, help="same seed, same samples (whatever the batch size)")
