@@ -16,12 +16,12 @@ Parts, trained one after the other on the same machine (choose with --parts, def
 
 Every recipe gets the same budget, which also ends its learning-rate schedule: ddpmlab's parts re-estimate the
 step the budget ends at as they train (train.Budget), and diffusers' parts do the same every 10 steps after a
-30-step probe. Then 2,000
-samples per part at each --nfe (20 and 50 network evaluations; ddpmlab with its preset sampler settings,
-DPM-Solver++(2M) for c, DDIM for b): ddpmlab with its defaults (bf16 autocast for its v-prediction presets), c
-under bf16 autocast as it trained, b in fp32 (sampling time is not part of the budget), scored by ddpmlab's Fashion-MNIST classifier
-features (FID/KID against the 10k test images). ddpmlab's parts run with the allocator setting its training
-applies on the CPU, diffusers' with glibc's defaults. Results: JSON after every part, and a grid PNG per part.
+30-step probe. Then 2,000 samples per part at each --nfe (20 and 50 network evaluations; ddpmlab with its preset
+sampler settings, DPM-Solver++(2M) for c, DDIM for b): ddpmlab with its defaults (bf16 autocast for its
+v-prediction presets), c under bf16 autocast as it trained, b in fp32 (sampling time is not part of the budget),
+scored by ddpmlab's Fashion-MNIST classifier features (FID/KID against the 10k test images). ddpmlab's parts run
+with the allocator setting its training applies on the CPU, diffusers' with glibc's defaults. Results: JSON after
+every part, and a grid PNG per part.
 """
 
 from __future__ import annotations

@@ -95,7 +95,15 @@ def test_eval_conditional_reports_accuracy_per_class_and_per_guidance(tiny_cond_
     saved = json.loads((tiny_cond_run / "eval.json").read_text())
     assert all("accuracy" in row and "fid" in row for row in saved["guidance_sweep"])
     assert r.info["classifier_accuracy_on_real"] > 0.95
-    assert "Class-conditional accuracy" in (tiny_cond_run / "eval.md").read_text()
+    md = (tiny_cond_run / "eval.md").read_text()
+    assert "Class-conditional accuracy" in md
+    # the judge scores every weight of the sweep (MNIST), in the JSON, the table and the printed summary
+    assert all(0 <= row.recognizable <= 1 for row in r.guidance_sweep)
+    assert [row["recognizable_share"] for row in saved["guidance_sweep"]] == [row.recognizable for row in r.guidance_sweep]
+    assert "| guidance w | FID | accuracy | recognizable |" in md
+    printed = [line for line in r.summary_lines() if line.startswith("guidance w = ")]
+    assert [line.split(":")[0] for line in printed] == ["guidance w = 0", "guidance w = 2"]
+    assert all("accuracy" in line and "recognizable share" in line for line in printed)
 
 
 def test_eval_2d_exact_metrics_and_mode_coverage(gmm8_run):

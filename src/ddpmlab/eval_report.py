@@ -33,9 +33,10 @@ def _sweep_table(rows: tuple[SweepRow, ...]) -> list[str]:
 def _guidance_table(rows: tuple[GuidanceRow, ...]) -> list[str]:
     key, label = rows[0].metrics.HEADLINE
     has_acc = any(r.accuracy is not None for r in rows)
-    head = f"| guidance w | {label} |" + (" accuracy |" if has_acc else "")
+    has_judge = any(r.recognizable is not None for r in rows)
+    head = f"| guidance w | {label} |" + (" accuracy |" if has_acc else "") + (" recognizable |" if has_judge else "")
     body = [f"| {fmt(r.guidance)} | {fmt(getattr(r.metrics, key))} |" + (f" {fmt(r.accuracy)} |" if has_acc else "")
-            for r in rows]
+            + (f" {fmt(r.recognizable)} |" if has_judge else "") for r in rows]
     return [head, "|" + "---|" * (head.count("|") - 1), *body]
 
 
@@ -67,8 +68,9 @@ def render_markdown(r: EvalResult) -> str:
                   "| class | " + " | ".join(names) + " |", "|---|" + "---|" * len(names),
                   "| accuracy | " + " | ".join(fmt(v) for v in c["per_class"]) + " |"]
     if r.guidance_sweep:
-        lines += ["", "## Guidance sweep", "", "Same seeds and labels for every w; w = 0 is plain conditional "
-                  "sampling. Guidance usually trades diversity (recall, FID) for class fidelity (accuracy).", "",
+        lines += ["", "## Guidance sweep", "", "Same seeds and labels for every w; w = 0 is unguided "
+                  "sampling (plain conditional sampling on a class-conditional run; no guide on an autoguided one). "
+                  "Guidance usually trades diversity (recall, FID) for class fidelity (accuracy).", "",
                   *_guidance_table(r.guidance_sweep)]
     if r.sweep:
         lines += ["", "## Quality vs network evaluations", "",

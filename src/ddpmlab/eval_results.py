@@ -124,11 +124,14 @@ class GuidanceRow:
     seconds: float
     accuracy: float | None = None  # of the shipped classifier on the samples, for their requested classes
     per_class: tuple[float, ...] | None = None
+    recognizable: float | None = None  # the judge's recognizable share (MNIST runs)
 
     def to_json(self) -> dict[str, Any]:
         out = {"guidance": self.guidance, **self.metrics.to_json(), "seconds": self.seconds}
         if self.accuracy is not None:
             out.update(accuracy=self.accuracy, per_class=list(self.per_class or ()))
+        if self.recognizable is not None:
+            out["recognizable_share"] = self.recognizable
         return out
 
 
@@ -191,6 +194,12 @@ class EvalResult:
                  + (f", features {self.info['features']}" if "features" in self.info else "")]
         if self.conditional is not None:
             lines.append(f"classifier accuracy of the samples: {self.conditional['accuracy']:.3f}")
+        for row in self.guidance_sweep:
+            key, label = row.metrics.HEADLINE
+            lines.append(f"guidance w = {row.guidance:g}: {label} {getattr(row.metrics, key):.3f}"
+                         + (f", accuracy {row.accuracy:.3f}" if row.accuracy is not None else "")
+                         + (f", recognizable share {100 * row.recognizable:.1f}%" if row.recognizable is not None
+                            else ""))
         lines.append(f"sampling {self.sampling.seconds:.1f} s, metrics {self.metric_seconds:.1f} s")
         return lines + [f"wrote {self.files[key]}" for key in ("json", "markdown") if key in self.files]
 

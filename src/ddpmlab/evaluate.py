@@ -228,10 +228,11 @@ def _guidance_row(run: Run, scorer: ImageScorer | ToyScorer, w: float, n: int, l
     log(f"guidance sweep: w = {w:g}")
     samples, seconds = _timed_sample(with_sample_settings(run, guidance=w), n, labels, progress)
     metrics: Metrics = scorer.score(samples)
+    recognizable = scorer.judge.report(samples)["recognizable_share"] if scorer.judge is not None else None
     if scorer.classifier is not None and labels is not None:
         acc = scorer.accuracy(samples, labels)
-        return GuidanceRow(w, metrics, round(seconds, 2), acc["accuracy"], tuple(acc["per_class"]))
-    return GuidanceRow(w, metrics, round(seconds, 2))
+        return GuidanceRow(w, metrics, round(seconds, 2), acc["accuracy"], tuple(acc["per_class"]), recognizable)
+    return GuidanceRow(w, metrics, round(seconds, 2), recognizable=recognizable)
 
 
 def _sweep_row(run: Run, scorer: ImageScorer | ToyScorer, n: int, labels, progress: bool,

@@ -109,8 +109,8 @@ def parts_dir(out: Path) -> Path:
 
 def _fingerprint(run: Run, n: int, labels: torch.Tensor | None, chunk: int) -> dict[str, Any]:
     """Everything that decides the samples: a rerun continues only if this is unchanged."""
-    settings = dataclasses.asdict(run.cfg.sample)
-    del settings["batch_size"]
+    settings = {k: list(v) if isinstance(v, tuple) else v  # as the JSON manifest stores them
+                for k, v in dataclasses.asdict(run.cfg.sample).items() if k != "batch_size"}
     return {"run": str(run.path.resolve()), "step": run.step, "n": n, "chunk": chunk, **settings,
             **({"prompts": list(run.prompts), "text_encoder": run.text_encoder} if run.prompts else {}),
             "labels": None if labels is None else hashlib.sha256(labels.cpu().numpy().tobytes()).hexdigest()[:16]}

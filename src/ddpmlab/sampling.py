@@ -185,8 +185,13 @@ def denoiser_for(run: Run, labels: torch.Tensor | None, context: TextContext | N
     if guidance and run.autoguided:
         net = autoguided(model, run.guide, guidance)
     interval = cfg.sample.guidance_interval
-    limit = (lambda g, plain: in_interval(g, plain, run.schedule.sigma / run.schedule.alpha, *interval)) if interval \
-        else (lambda g, plain: g)
+
+    def limit(guided_net: Callable[..., torch.Tensor], plain: Callable[..., torch.Tensor]) -> Callable[..., Any]:
+        """The guided network only inside sample.guidance_interval (when one is set), the plain one elsewhere."""
+        if not interval:
+            return guided_net
+        return in_interval(guided_net, plain, run.schedule.sigma / run.schedule.alpha, *interval)
+
     net = limit(net, model) if net is not model else net
     clip = 1.0 if cfg.sample.clip and run.is_image else None
     bf16 = _sample_in_bf16(cfg, run.item_shape, run.device)

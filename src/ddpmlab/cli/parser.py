@@ -87,7 +87,8 @@ def _interval(text: str) -> tuple[float, ...]:
     try:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected LO,HI (two noise levels, e.g. 0.35,7) or all; got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected LO,HI (two noise levels, e.g. 0.35,7) or all; got {text!r}") \
+            from None
     return (lo, hi)
 
 
