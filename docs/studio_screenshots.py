@@ -10,35 +10,13 @@ studio_<tab>.png into --out. Needs the studio-test extra and Debian's chromium p
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 import time
 from pathlib import Path
 
-CHROMIUM = "/usr/bin/chromium"
+from ddpmlab.studio.browser import choose, chromium, fill, free_port, wait_for_text
+
 VIEW = {"width": 1280, "height": 960}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def fill(page, selector: str, value) -> None:
-    box = page.locator(f"{selector} input[type=number]").first
-    box.fill(str(value))
-    box.press("Enter")
-
-
-def choose(page, selector: str, option: str) -> None:
-    page.locator(f"{selector} input").first.click()
-    page.get_by_role("option", name=option, exact=True).click()
-
-
-def status_has(page, selector: str, text: str, timeout_s: float = 600) -> None:
-    page.wait_for_function(f"(document.querySelector('{selector}') || {{innerText: ''}}).innerText"
-                           f".includes({text!r})", timeout=timeout_s * 1000)
+WAIT_S = 600  # sampling a real run's grid takes a while
 
 
 def shoot(page, out: Path, name: str, selector: str | None = None) -> None:
@@ -65,25 +43,21 @@ def main() -> None:
     ap.add_argument("--out", default="docs")
     args = ap.parse_args()
     out = Path(args.out)
-    os.environ["PLAYWRIGHT_BROWSERS_PATH"] = str(out / ".no-browser-downloads")  # never download a browser
-    from playwright.sync_api import sync_playwright
-
     from ddpmlab.studio import start
 
     studio = start([args.run, *([args.cond_run] if args.cond_run else [])], "127.0.0.1", free_port())
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        with chromium() as browser:
             page = browser.new_page(viewport=VIEW, device_scale_factor=1)
             page.set_default_timeout(600_000)
             page.goto(studio.url)
-            status_has(page, "#summary", "schedule")
+            wait_for_text(page, "#summary", "schedule", WAIT_S)
 
             fill(page, "#images", 64)
             page.click("#generate")
-            status_has(page, "#sample-status", "step 9")
+            wait_for_text(page, "#sample-status", "step 9", WAIT_S)
             shoot(page, out, "sample_streaming")
-            status_has(page, "#sample-status", "s per image")
+            wait_for_text(page, "#sample-status", "s per image", WAIT_S)
             page.wait_for_selector("#grid img[src]")
             time.sleep(1)
             shoot(page, out, "sample", "#download-png")
@@ -91,26 +65,26 @@ def main() -> None:
             page.get_by_role("tab", name="Compare").click()
             fill(page, "#compare-n", 16)
             page.click("#compare-go")
-            status_has(page, "#compare-status", "per image; B")
+            wait_for_text(page, "#compare-status", "per image; B", WAIT_S)
             time.sleep(1)
             shoot(page, out, "compare", "#grid-a")
 
             page.get_by_role("tab", name="Forward").click()
             fill(page, "#forward-t", 400)
-            status_has(page, "#forward-text", "t = 400,")
+            wait_for_text(page, "#forward-text", "t = 400,", WAIT_S)
             time.sleep(1)
             shoot(page, out, "forward", "#forward-curve")
 
             if args.cond_run:
                 choose(page, "#run", args.cond_run)
-                status_has(page, "#summary", "classes")
+                wait_for_text(page, "#summary", "classes", WAIT_S)
                 page.get_by_role("tab", name="Guidance").click()
                 page.click("#guidance-go")
-                status_has(page, "#guidance-status", "the same seeds")
+                wait_for_text(page, "#guidance-status", "the same seeds", WAIT_S)
                 time.sleep(1)
                 shoot(page, out, "guidance", "#guidance-out")
                 choose(page, "#run", args.run)
-                status_has(page, "#summary", "unconditional")
+                wait_for_text(page, "#summary", "unconditional", WAIT_S)
 
             page.get_by_role("tab", name="Edit").click()
             fill(page, "#edit-index", 7)
@@ -134,7 +108,6 @@ def main() -> None:
             page.wait_for_selector("#run-loss img[src]")
             time.sleep(1)
             shoot(page, out, "run")
-            browser.close()
     finally:
         studio.close()
 

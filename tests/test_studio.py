@@ -17,6 +17,7 @@ from PIL import Image
 
 from ddpmlab.cli import main
 from ddpmlab.errors import DataError
+from ddpmlab.studio.browser import free_port
 
 gr = pytest.importorskip("gradio", reason="the studio extra is not installed: pip install -e .[studio]")
 gradio_client = pytest.importorskip("gradio_client", reason="gradio_client comes with the studio extra")
@@ -54,12 +55,6 @@ def tiny_runs(base: Path) -> dict[str, Path]:
     runs["notarun"].mkdir()
     (runs["notarun"] / "notes.txt").write_text("not a run")
     return runs
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -354,3 +349,47 @@ def test_a_text_run_samples_its_prompts_as_the_cli_does(client, runs, tmp_path_f
     assert path_of(other).read_bytes() != want
     with pytest.raises(gradio_client.exceptions.AppError, match="do not split into 2 prompt rows"):
         call(client, "/sample", *args[:6], 3, *args[7:])
+
+
+def moons_run(run: Path, preset: str) -> Path:
+    """A 2-D run of 150 steps (a second): an untrained net throws its points far off the scatter's axes, so every
+    figure would look the same."""
+    if not (run / "ema.safetensors").is_file():
+        with torch.random.fork_rng():
+            assert main(["train", "--preset", preset, "--steps", "150", "--out", str(run), "--set", "diffusion.T=50",
+                         "--set", "sample.steps=6", "--set", "train.batch_size=128", "--set", "train.log_every=50",
+                         "--quiet"]) == 0
+    return run
+
+
+def test_a_2d_run_samples_as_the_cli_does_and_refuses_image_jobs(client, tmp_path_factory, tmp_path):
+    run = moons_run(tmp_path_factory.getbasetemp() / "studio-moons", "moons")
+    job = client.submit(str(run), "latest", "ddim", 6, "auto", 4, 64, "all", "", 0.0, api_name="/sample")
+    *_, status, grid, png, npz = job.result(timeout=TIMEOUT)
+    want = cli_png(run, tmp_path / "cli.png", "--n", "64", "--seed", "4", "--sampler", "ddim", "--steps", "6")
+    assert path_of(grid).read_bytes() == want and path_of(png).read_bytes() == want  # the CLI's scatter
+    with np.load(path_of(npz)) as got, np.load(tmp_path / "cli.npz") as ref:
+        assert got["points"].shape == (64, 2) and np.array_equal(got["points"], ref["points"])
+    from ddpmlab.studio.handlers.common import settings
+    from ddpmlab.studio.jobs.sampling import Frame, sample_stream
+
+    stream = sample_stream(run, None, settings("ddim", 6, "auto", 4, 64, "all", "", 0.0), tmp_path / "job",
+                           threading.Event())
+    frames = [item for item in stream if isinstance(item, Frame)]
+    assert frames[0].x_t.shape == (320, 320, 3) and frames[-1].t == 0
+    assert not np.array_equal(frames[0].x_t, frames[-1].x_t)  # the scatter of x_t moves from step to step
+    assert "s per image" in status
+    a, b, text = call(client, "/compare", str(run), "latest", 5, 64, "all", 0, "ddim", 6, "auto", "ddpm", 6, "auto")
+    assert path_of(a).read_bytes() != path_of(b).read_bytes() and "B: ddpm at 6 steps" in text
+    with pytest.raises(gradio_client.exceptions.AppError, match="2D points"):  # the Edit tab needs pictures
+        call(client, "/edit_source", str(run), "training image", 0, None)
+    with pytest.raises(gradio_client.exceptions.AppError, match="models 2D points; editing needs an image run"):
+        call(client, "/interpolate", str(run), "latest", 1, 2, 5, "all")
+
+
+def test_a_2d_class_run_sweeps_guidance_as_the_cli_does(client, tmp_path_factory, tmp_path):
+    run = moons_run(tmp_path_factory.getbasetemp() / "studio-moons-cond", "moons-cond")
+    out, text = call(client, "/guidance", str(run), "latest", "0,3", 16, 1, "ddim", 6, "auto", "")
+    want = cli_png(run, tmp_path / "sweep.png", "--guidance-sweep", "0,3", "--n", "16", "--seed", "1",
+                   "--sampler", "ddim", "--steps", "6")
+    assert path_of(out).read_bytes() == want

@@ -1,11 +1,12 @@
 """`ddpmlab studio` in a real browser: Playwright drives Debian's Chromium through every tab of the page.
 
 The browser is the system one (/usr/bin/chromium, `apt-get install chromium chromium-driver`; `make test` installs
-it where it can); PLAYWRIGHT_BROWSERS_PATH points at a folder that does not exist, so nothing is ever downloaded.
+it where it can); PLAYWRIGHT_BROWSERS_PATH points at an empty folder, so nothing is ever downloaded (`ddpmlab.studio.browser`).
 Every request the page makes to anything but the studio's loopback address is refused and fails the test.
 Without Playwright or Chromium the module skips, saying which is missing.
 """
 
+import importlib.util
 import io
 import os
 import subprocess
@@ -17,34 +18,23 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_studio import TIMEOUT, free_port, tiny_runs
+from test_studio import TIMEOUT, tiny_runs
+
+from ddpmlab.studio.browser import CHROMIUM, choose, chromium, fill, free_port
 
 pytest.importorskip("gradio", reason="the studio extra is not installed: pip install -e .[studio]")
-CHROMIUM = Path("/usr/bin/chromium")
 VIEW = {"width": 1280, "height": 900}
 MS = 30_000  # milliseconds any one wait in the page may take
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
+def browser():
+    if importlib.util.find_spec("playwright") is None:
         pytest.skip("browser tests need Playwright: pip install -e .[studio-test]")
     if not CHROMIUM.is_file():
         pytest.skip(f"browser tests need the system Chromium at {CHROMIUM}: apt-get install chromium chromium-driver")
-    before = os.environ.get("PLAYWRIGHT_BROWSERS_PATH")
-    os.environ["PLAYWRIGHT_BROWSERS_PATH"] = str(tmp_path_factory.getbasetemp() / "no-browser-downloads")
-    try:
-        with sync_playwright() as p:
-            chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"], timeout=MS)
-            yield chromium
-            chromium.close()
-    finally:
-        if before is None:
-            os.environ.pop("PLAYWRIGHT_BROWSERS_PATH", None)
-        else:
-            os.environ["PLAYWRIGHT_BROWSERS_PATH"] = before
+    with chromium(timeout_ms=MS) as browser:
+        yield browser
 
 
 @pytest.fixture(scope="module")
@@ -146,17 +136,6 @@ def check_screenshot(page, name: str, out: Path, size=VIEW) -> np.ndarray:
     colours = np.unique(shot[..., 0] * 65536 + shot[..., 1] * 256 + shot[..., 2])
     assert shot.std() > 10 and len(colours) > 50, f"{name} looks blank"
     return shot
-
-
-def fill(page, selector: str, value) -> None:
-    box = page.locator(f"{selector} input[type=number]").first
-    box.fill(str(value))
-    box.press("Enter")
-
-
-def choose(page, selector: str, option: str) -> None:
-    page.locator(f"{selector} input").first.click()
-    page.get_by_role("option", name=option, exact=True).click()
 
 
 def toast(page, text: str) -> None:
