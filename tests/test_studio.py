@@ -393,3 +393,17 @@ def test_a_2d_class_run_sweeps_guidance_as_the_cli_does(client, tmp_path_factory
     want = cli_png(run, tmp_path / "sweep.png", "--guidance-sweep", "0,3", "--n", "16", "--seed", "1",
                    "--sampler", "ddim", "--steps", "6")
     assert path_of(out).read_bytes() == want
+
+
+def test_gradio_s_own_pandas_deprecations_stay_off_the_console():
+    """Gradio's queue tabulates its events with pandas after every request; pandas 3 deprecates how it does."""
+    import warnings
+
+    from gradio.queueing import Queue
+
+    from ddpmlab.studio import gradio
+
+    gradio()
+    with warnings.catch_warnings(record=True) as caught:
+        Queue._get_df([{"a": 1.0, "b": None}, {"a": None, "b": "x"}])
+    assert [str(w.message) for w in caught] == []

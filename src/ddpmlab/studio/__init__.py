@@ -16,6 +16,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -28,6 +29,9 @@ INSTALL_HINT = "pip install -e .[studio]"
 def gradio() -> Any:
     """The gradio module, with its analytics switched off before it is imported; a one-line error if missing."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    # Gradio's queue summarises its events with pandas options and keywords that pandas 3 deprecates: a warning on
+    # the console after every request that is neither the user's nor ddpmlab's to act on
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"gradio\.queueing")
     try:
         import gradio as gr
     except ModuleNotFoundError:
