@@ -14,6 +14,7 @@ from ddpmlab.models import MLP, MLPConfig
 from ddpmlab.samplers import DEFAULT_SPACING, SAMPLERS, ddim_invert, resolve_spacing, sample_ddim, sample_ddpm
 from ddpmlab.samplers import sample_dpmpp_2m, sample_dpmpp_3m, steps_warning
 from ddpmlab.samplers import sample_euler, sample_heun
+from ddpmlab.samplers.common import step_pairs
 from ddpmlab.samplers.karras import heun_evaluations
 from ddpmlab.samplers.oracle import GaussianMixture, energy_distance, oracle_denoiser
 from ddpmlab.samplers.unipc import sample_unipc
@@ -244,6 +245,12 @@ def test_per_sample_generators_make_each_sample_batch_independent(name):
     full, part, other = run(x_T, range(6)), run(x_T[:3], range(3)), run(x_T, range(10, 16))
     assert torch.allclose(full[:3], part, atol=1e-6)
     assert not torch.allclose(full, other, atol=1e-3)  # the noise really comes from the generators
+
+
+def test_step_pairs_walk_down_the_timesteps_and_end_at_zero():
+    assert list(step_pairs(torch.tensor([9, 5, 2]))) == [(0, 9, 5), (1, 5, 2), (2, 2, 0)]
+    assert list(step_pairs([1])) == [(0, 1, 0)]
+    assert list(step_pairs([])) == []
 
 
 def test_default_spacing_covers_every_sampler():

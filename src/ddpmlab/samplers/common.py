@@ -1,8 +1,8 @@
-"""What every sampler shares: per-sample noise and the callback type."""
+"""What every sampler shares: the walk over its timesteps, per-sample noise and the callback type."""
 
 from __future__ import annotations
 
-from typing import Callable, Sequence, Union
+from typing import Callable, Iterator, Sequence, Union
 
 import torch
 
@@ -28,3 +28,10 @@ def randn_like(x: torch.Tensor, generator: Generators) -> torch.Tensor:
 def batched_t(t: int, x: torch.Tensor) -> torch.Tensor:
     """The scalar timestep t repeated for the batch: (B,) long."""
     return torch.full((x.shape[0],), int(t), dtype=torch.long, device=x.device)
+
+
+def step_pairs(timesteps: torch.Tensor | Sequence[int]) -> Iterator[tuple[int, int, int]]:
+    """(i, t, s) for each step i from t to s < t along decreasing timesteps; s = 0 after the last one."""
+    ts = [int(t) for t in timesteps]
+    for i, t in enumerate(ts):
+        yield i, t, ts[i + 1] if i + 1 < len(ts) else 0

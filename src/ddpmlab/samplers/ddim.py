@@ -13,20 +13,12 @@ import torch
 
 from ..diffusion import Denoiser
 from ..schedules import Schedule
-from .common import Callback, Generators, batched_t, randn_like
+from .common import Callback, Generators, batched_t, step_pairs, randn_like
 
 
 @torch.no_grad()
-def sample_ddim(
-    denoise: Denoiser,
-    x_T: torch.Tensor,
-    schedule: Schedule,
-    timesteps: torch.Tensor,
-    *,
-    eta: float = 0.0,
-    generator: Generators = None,
-    callback: Callback | None = None,
-) -> torch.Tensor:
+def sample_ddim(denoise: Denoiser, x_T: torch.Tensor, schedule: Schedule, timesteps: torch.Tensor, *,
+                eta: float = 0.0, generator: Generators = None, callback: Callback | None = None) -> torch.Tensor:
     """Song et al. 2021, eq. 12 (with eq. 16's sigma scaled by eta) on decreasing timesteps.
 
     x_T: (B, ...) pure noise; timesteps: decreasing ints in [1, T]. Returns x_0: (B, ...).
@@ -34,9 +26,7 @@ def sample_ddim(
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
     x = x_T
-    ts = [int(t) for t in timesteps]
-    for i, t in enumerate(ts):
-        s = ts[i + 1] if i + 1 < len(ts) else 0
+    for i, t, s in step_pairs(timesteps):
         tt, ss = batched_t(t, x), batched_t(s, x)
         x0_hat, eps_hat = denoise(x, tt)
         ab_t, ab_s = schedule.at(schedule.alpha_bar, tt, x), schedule.at(schedule.alpha_bar, ss, x)

@@ -12,29 +12,20 @@ import torch
 
 from ..diffusion import Denoiser, q_posterior
 from ..schedules import Schedule
-from .common import Callback, Generators, batched_t, randn_like
+from .common import Callback, Generators, batched_t, step_pairs, randn_like
 
 
 @torch.no_grad()
-def sample_ddpm(
-    denoise: Denoiser,
-    x_T: torch.Tensor,
-    schedule: Schedule,
-    timesteps: torch.Tensor,
-    *,
-    variance: Literal["beta", "posterior"] = "posterior",
-    generator: Generators = None,
-    callback: Callback | None = None,
-) -> torch.Tensor:
+def sample_ddpm(denoise: Denoiser, x_T: torch.Tensor, schedule: Schedule, timesteps: torch.Tensor, *,
+                variance: Literal["beta", "posterior"] = "posterior", generator: Generators = None,
+                callback: Callback | None = None) -> torch.Tensor:
     """Ho et al. 2020, Alg. 2: x_s ~ N(mu_tilde(x_t, x0_hat), sigma^2 I), sigma^2 = beta_{t|s} or beta-tilde.
 
     x_T: (B, ...) pure noise; timesteps: decreasing ints in [1, T]. Returns x_0: (B, ...).
     The mean is written through the predicted x0 (Ho eq. 7), which equals eq. 11's eps form.
     """
     x = x_T
-    ts = [int(t) for t in timesteps]
-    for i, t in enumerate(ts):
-        s = ts[i + 1] if i + 1 < len(ts) else 0
+    for i, t, s in step_pairs(timesteps):
         tt, ss = batched_t(t, x), batched_t(s, x)
         x0_hat, _ = denoise(x, tt)
         mean, post_var = q_posterior(schedule, x0_hat, x, tt, ss)

@@ -17,19 +17,12 @@ import torch
 
 from ..diffusion import Denoiser
 from ..schedules import Schedule
-from .common import Callback, Generators, batched_t
+from .common import Callback, Generators, batched_t, step_pairs
 
 
 @torch.no_grad()
-def sample_dpmpp_2m(
-    denoise: Denoiser,
-    x_T: torch.Tensor,
-    schedule: Schedule,
-    timesteps: torch.Tensor,
-    *,
-    generator: Generators = None,
-    callback: Callback | None = None,
-) -> torch.Tensor:
+def sample_dpmpp_2m(denoise: Denoiser, x_T: torch.Tensor, schedule: Schedule, timesteps: torch.Tensor, *,
+                    generator: Generators = None, callback: Callback | None = None) -> torch.Tensor:
     """Lu et al. 2022 (DPM-Solver++), Alg. 2: multistep 2nd order in lambda, first step 1st order.
 
     x_T: (B, ...) pure noise; timesteps: decreasing ints in [1, T], one network evaluation each.
@@ -39,11 +32,9 @@ def sample_dpmpp_2m(
     x_T: (B, ...) -> x_0: (B, ...).
     """
     x = x_T
-    ts = [int(t) for t in timesteps]
     prev_x0: torch.Tensor | None = None  # x0_{i-2} in Alg. 2's indexing
     h_prev = 0.0
-    for i, t in enumerate(ts):
-        s = ts[i + 1] if i + 1 < len(ts) else 0
+    for i, t, s in step_pairs(timesteps):
         tt, ss = batched_t(t, x), batched_t(s, x)
         x0_hat, _ = denoise(x, tt)
         if s == 0:
@@ -66,15 +57,8 @@ def sample_dpmpp_2m(
 
 
 @torch.no_grad()
-def sample_dpmpp_3m(
-    denoise: Denoiser,
-    x_T: torch.Tensor,
-    schedule: Schedule,
-    timesteps: torch.Tensor,
-    *,
-    generator: Generators = None,
-    callback: Callback | None = None,
-) -> torch.Tensor:
+def sample_dpmpp_3m(denoise: Denoiser, x_T: torch.Tensor, schedule: Schedule, timesteps: torch.Tensor, *,
+                    generator: Generators = None, callback: Callback | None = None) -> torch.Tensor:
     """Lu et al. 2022 (DPM-Solver++), App. B multistep 3rd order in lambda; orders 1, 2 on the first steps.
 
     With h = lambda_s - lambda_t and the last three x0 estimates m0, m1, m2 at lambda_t > lambda_1 > lambda_2,
@@ -87,10 +71,8 @@ def sample_dpmpp_3m(
     lam = (0.5 * schedule.log_snr).tolist()
     alpha, sigma = schedule.alpha.tolist(), schedule.sigma.tolist()
     x = x_T
-    ts = [int(t) for t in timesteps]
     hist: list[tuple[float, torch.Tensor]] = []  # (lambda, x0 estimate), newest last
-    for i, t in enumerate(ts):
-        s = ts[i + 1] if i + 1 < len(ts) else 0
+    for i, t, s in step_pairs(timesteps):
         x0_hat, _ = denoise(x, batched_t(t, x))
         hist = [*hist[-2:], (lam[t], x0_hat)]
         if s == 0:

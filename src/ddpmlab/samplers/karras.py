@@ -17,7 +17,7 @@ import torch
 
 from ..diffusion import Denoised, Denoiser
 from ..schedules import Schedule
-from .common import Callback, Generators, batched_t, randn_like
+from .common import Callback, Generators, batched_t, randn_like, step_pairs
 
 
 # Above this noise level Heun takes a plain Euler step. EDM's levels stop at sigma = 80; a cosine schedule starts at
@@ -53,24 +53,16 @@ def _to_vp(schedule: Schedule, x: torch.Tensor, t: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sample_euler(
-    denoise: Denoiser,
-    x_T: torch.Tensor,
-    schedule: Schedule,
-    timesteps: torch.Tensor,
-    *,
-    generator: Generators = None,
-    callback: Callback | None = None,
-) -> torch.Tensor:
+def sample_euler(denoise: Denoiser, x_T: torch.Tensor, schedule: Schedule, timesteps: torch.Tensor, *,
+                 generator: Generators = None, callback: Callback | None = None) -> torch.Tensor:
     """Karras et al. 2022, Alg. 1 (deterministic Euler): x_{i+1} = x_i + (sigma_{i+1} - sigma_i) d_i.
 
     x_T: (B, ...) pure noise at timesteps[0]; one network evaluation per timestep. `generator`
     is accepted for the shared signature; nothing is drawn. Returns x_0: (B, ...).
     """
     sig = _ve_sigma(schedule).tolist()
-    ts = [int(t) for t in timesteps] + [0]
-    x = x_T / schedule.at(schedule.alpha, batched_t(ts[0], x_T), x_T)
-    for i, (t, t_next) in enumerate(zip(ts[:-1], ts[1:])):
+    x = x_T / schedule.at(schedule.alpha, batched_t(int(timesteps[0]), x_T), x_T)
+    for i, t, t_next in step_pairs(timesteps):
         x0_hat, d = _denoise_ve(denoise, schedule, x, t)
         x = x0_hat + sig[t_next] * d  # = x + (sigma_{i+1} - sigma_i) d, without cancelling two O(sigma_i) terms
         if callback is not None:
@@ -79,19 +71,9 @@ def sample_euler(
 
 
 @torch.no_grad()
-def sample_heun(
-    denoise: Denoiser,
-    x_T: torch.Tensor,
-    schedule: Schedule,
-    timesteps: torch.Tensor,
-    *,
-    s_churn: float = 0.0,
-    s_tmin: float = 0.0,
-    s_tmax: float = math.inf,
-    s_noise: float = 1.0,
-    generator: Generators = None,
-    callback: Callback | None = None,
-) -> torch.Tensor:
+def sample_heun(denoise: Denoiser, x_T: torch.Tensor, schedule: Schedule, timesteps: torch.Tensor, *,
+                s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = math.inf, s_noise: float = 1.0,
+                generator: Generators = None, callback: Callback | None = None) -> torch.Tensor:
     """Karras et al. 2022, Alg. 2: Heun steps in sigma with optional churn (s_churn > 0 adds noise).
 
     x_T: (B, ...) pure noise at timesteps[0]; 2 len(timesteps) - 1 network evaluations (the step
@@ -102,10 +84,9 @@ def sample_heun(
     """
     ve = _ve_sigma(schedule)
     sig = ve.tolist()
-    ts = [int(t) for t in timesteps] + [0]
-    n = len(ts) - 1
-    x = x_T / schedule.at(schedule.alpha, batched_t(ts[0], x_T), x_T)
-    for i, (t, t_next) in enumerate(zip(ts[:-1], ts[1:])):
+    n = len(timesteps)
+    x = x_T / schedule.at(schedule.alpha, batched_t(int(timesteps[0]), x_T), x_T)
+    for i, t, t_next in step_pairs(timesteps):
         t_hat = t
         gamma = min(s_churn / n, math.sqrt(2.0) - 1.0) if s_tmin <= sig[t] <= s_tmax else 0.0
         if gamma > 0:

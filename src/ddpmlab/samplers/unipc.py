@@ -28,7 +28,7 @@ import torch
 
 from ..diffusion import Denoiser
 from ..schedules import Schedule
-from .common import Callback, Generators, batched_t
+from .common import Callback, Generators, batched_t, step_pairs
 
 Variant = Literal["bh1", "bh2"]
 
@@ -70,17 +70,9 @@ def _unipc_step(x: torch.Tensor, lam_t: float, lam_s: float, ratio: float, alpha
 
 
 @torch.no_grad()
-def sample_unipc(
-    denoise: Denoiser,
-    x_T: torch.Tensor,
-    schedule: Schedule,
-    timesteps: torch.Tensor,
-    *,
-    generator: Generators = None,
-    callback: Callback | None = None,
-    order: int = 3,
-    variant: Variant = "bh2",
-) -> torch.Tensor:
+def sample_unipc(denoise: Denoiser, x_T: torch.Tensor, schedule: Schedule, timesteps: torch.Tensor, *,
+                 generator: Generators = None, callback: Callback | None = None, order: int = 3,
+                 variant: Variant = "bh2") -> torch.Tensor:
     """Zhao et al. 2023 (UniPC), Alg. 1-2: multistep UniP-p with the corrector UniC-p on the x0 prediction.
 
     x_T: (B, ...) pure noise; timesteps: decreasing ints in [1, T], one network evaluation each; order 1, 2 or 3
@@ -98,8 +90,7 @@ def sample_unipc(
     x = x_T
     hist: list[tuple[float, torch.Tensor]] = []  # (lambda, x0 estimate), newest first
     last: tuple[int, torch.Tensor, int] | None = None  # the last predictor's (t, starting state, order)
-    for i, t in enumerate(ts):
-        s = ts[i + 1] if i + 1 < len(ts) else 0
+    for i, t, s in step_pairs(ts):
         x0_hat, _ = denoise(x, batched_t(t, x))
         if last is not None and s != 0:  # UniC-p: correct the x at t that UniP-p made from x_prev at t_prev
             t_prev, x_prev, p = last
