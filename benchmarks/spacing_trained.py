@@ -1,0 +1,90 @@
+"""Timestep spacings on trained cosine-schedule networks: `auto`'s choice against the oracle's worst-case pick.
+
+    ddpmlab train --preset fashion-mnist-text --minutes 12 --out runs/fashion-mnist-text
+    ddpmlab train --preset emoji-text --minutes 30 --out runs/emoji-text          # optional, for --emoji-run
+    python benchmarks/spacing_trained.py --text-run runs/fashion-mnist-text [--emoji-run runs/emoji-text]
+
+`sampler_oracle.py` scores solvers against the exact ODE of Gaussian mixtures, where a network makes no error. Taken
+on the cosine schedule alone, its worst-case choice would be evenly spaced t (trailing, or linspace for Heun) for
+most samplers at few steps. This script asks whether that holds on trained networks: for each (sampler, steps)
+below it samples the same seeds with each spacing from a templated text run (`--per-prompt` samples for each of
+its 20 held-out phrasings, at the run's guidance) and scores FID and KID in the shipped classifier's features
+against the test set, and the classifier's accuracy against the prompt's garment; with --emoji-run, also the
+retrieval score (MRR at w = 3, 8 samples for each of 32 prompts) of `dpmpp-2m`. Results: benchmarks/RESULTS.md,
+section 5; JSON: --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+ROWS = (  # (sampler, steps, spacings): auto's choice first
+    ("dpmpp-2m", 10, ("logsnr-window", "trailing", "karras")),
+    ("dpmpp-2m", 20, ("logsnr-window", "trailing", "karras")),
+    ("unipc-3", 5, ("logsnr-window", "trailing")),
+    ("unipc-2", 10, ("logsnr-window", "trailing")),
+    ("ddim", 20, ("quadratic", "trailing")),
+    ("heun", 10, ("quadratic", "linspace")),
+)
+
+
+def templated(run_dir: str, per_prompt: int) -> dict[str, dict[str, float]]:
+    from ddpmlab.evaluate import Scorer, default_cache_dir
+    from ddpmlab.metrics.alignment import _classify, eval_prompts
+    from ddpmlab.sampling import load_run, sample, with_sample_settings
+
+    base = load_run(run_dir)
+    prompts, classes = eval_prompts(base)
+    want = torch.tensor(classes).repeat_interleave(per_prompt)
+    scorer = Scorer(base, len(want), "auto", None, 0, default_cache_dir(), print)
+    out = {}
+    for sampler, steps, spacings in ROWS:
+        for spacing in spacings:
+            run = with_sample_settings(base, sampler=sampler, steps=steps, spacing=spacing, seed=0)
+            t = time.perf_counter()
+            x = sample(run, len(want), prompts=prompts)
+            m = scorer.score(x).to_json()
+            acc = float((_classify(base.cfg.data.name, x) == want).float().mean())
+            out[f"{sampler}/{steps}/{spacing}"] = {"fid": m["fid"], "kid": m["kid"], "accuracy": acc}
+            print(f"{sampler} {steps} steps {spacing}: FID {m['fid']:.3f}, KID {m['kid']:.5f}, accuracy {acc:.3f} "
+                  f"({time.perf_counter() - t:.0f} s)", flush=True)
+    return out
+
+
+def retrieval(run_dir: str) -> dict[str, dict[str, float]]:
+    from ddpmlab.metrics.alignment import retrieval_alignment
+    from ddpmlab.sampling import load_run, with_sample_settings
+
+    base = load_run(run_dir)
+    out = {}
+    for sampler, steps, spacings in ROWS[:2]:
+        for spacing in spacings:
+            row = retrieval_alignment(with_sample_settings(base, sampler=sampler, steps=steps, spacing=spacing,
+                                                           seed=0), [3.0], 8)["rows"][0]
+            out[f"{sampler}/{steps}/{spacing}"] = {k: row[k] for k in ("mrr", "top1", "top5")}
+            print(f"emoji {sampler} {steps} steps {spacing}: MRR {row['mrr']:.3f}", flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--text-run", required=True, help="a run of the fashion-mnist-text preset")
+    ap.add_argument("--emoji-run", help="a run of the emoji-text preset")
+    ap.add_argument("--per-prompt", type=int, default=100, help="samples per held-out phrasing (20 phrasings)")
+    ap.add_argument("--out", default="benchmarks/results/spacing_trained.json")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    result = {"templated": templated(args.text_run, args.per_prompt)}
+    if args.emoji_run:
+        result["retrieval"] = retrieval(args.emoji_run)
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
