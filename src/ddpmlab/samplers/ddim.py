@@ -13,7 +13,7 @@ import torch
 
 from ..diffusion import Denoiser
 from ..schedules import Schedule
-from .common import Callback, Generators, batched_t, step_pairs, randn_like
+from .common import Callback, Generators, batched_t, randn_like, step_pairs
 
 
 @torch.no_grad()

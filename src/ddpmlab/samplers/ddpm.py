@@ -12,7 +12,7 @@ import torch
 
 from ..diffusion import Denoiser, q_posterior
 from ..schedules import Schedule
-from .common import Callback, Generators, batched_t, step_pairs, randn_like
+from .common import Callback, Generators, batched_t, randn_like, step_pairs
 
 
 @torch.no_grad()
