@@ -10,8 +10,8 @@ most samplers at few steps. This script asks whether that holds on trained netwo
 below it samples the same seeds with each spacing from a templated text run (`--per-prompt` samples for each of
 its 20 held-out phrasings, at the run's guidance) and scores FID and KID in the shipped classifier's features
 against the test set, and the classifier's accuracy against the prompt's garment; with --emoji-run, also the
-retrieval score (MRR at w = 3, 8 samples for each of 32 prompts) of `dpmpp-2m`. Results: benchmarks/RESULTS.md,
-section 5; JSON: --out.
+retrieval score (MRR at w = 3, 8 samples for each of 32 prompts) of the `dpmpp-2m` rows. Results:
+benchmarks/RESULTS.md, section 5b; JSON: --out.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def retrieval(run_dir: str) -> dict[str, dict[str, float]]:
 
     base = load_run(run_dir)
     out = {}
-    for sampler, steps, spacings in ROWS[:2]:
+    for sampler, steps, spacings in (row for row in ROWS if row[0] == "dpmpp-2m"):
         for spacing in spacings:
             row = retrieval_alignment(with_sample_settings(base, sampler=sampler, steps=steps, spacing=spacing,
                                                            seed=0), [3.0], 8)["rows"][0]
