@@ -16,8 +16,11 @@ TINY_CLI_RUN = (*TINY_UNET, "model.attention_resolutions=[]", "diffusion.T=50", 
                 "train.batch_size=8")
 
 
-# The mnist preset samples with autoguidance from an early EMA; tests that want a plain unconditional run add these.
-UNGUIDED = ("train.guide_at=0", "sample.guidance=0", "sample.guidance_interval=[]")
+# The mnist preset trains on 40 clusters as labels and samples with guidance; tests that want a plain unconditional
+# run add these.
+UNGUIDED = ("data.clusters=0", "train.guide_at=0", "sample.guidance=0", "sample.guidance_interval=[]")
+# ... and these for the unconditional run the mnist preset trained before self-guidance: autoguided by its EMA at 30%.
+AUTOGUIDED = ("data.clusters=0", "train.guide_at=0.3")
 
 
 def cli_sets(*settings: str) -> list[str]:

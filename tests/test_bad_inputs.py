@@ -110,9 +110,11 @@ TEXT_CASES = [
     (["train", "--preset", "emoji-text", "--set", "model.num_classes=9"], 2, "cannot both be set"),
     (["train", "--preset", "fashion-mnist-text", "--data", "moons"], 2, 'data.captions = "templates" needs one of'),
     (["train", "--preset", "mnist", "--data", "folder:{CAPTIONED}", "--set", "model.context_dim=24",
-      "--set", "model.text_encoder={ENC}", "--out", "{TMP}/new"], 2, "set model.context_dim = 16"),
-    (["train", "--preset", "mnist", "--set", "model.context_dim=16", "--set", "model.text_encoder={ENC}",
-      "--out", "{TMP}/new2"], 2, "has no captions for a text-conditional run"),
+      "--set", "data.clusters=0", "--set", "model.text_encoder={ENC}", "--out", "{TMP}/new"], 2,
+     "set model.context_dim = 16"),
+    (["train", "--preset", "mnist", "--set", "model.context_dim=16", "--set", "data.clusters=0",
+      "--set", "model.text_encoder={ENC}", "--out", "{TMP}/new2"], 2, "has no captions for a text-conditional run"),
+    (["train", "--preset", "mnist", "--set", "model.context_dim=16"], 2, "set data.clusters = 0"),
 ]
 
 
@@ -136,7 +138,7 @@ def places(tmp_path_factory):
     p = {"TMP": tmp, "IMG": tmp / "img", "COND": tmp / "cond", "MOONS": tmp / "moons", "TEXT": tmp / "text"}
     p.update(_text_places(tmp, rng))
     assert main(["train", "--preset", "mnist", "--data", f"folder:{p['CAPTIONED']}", "--steps", "2", "--out",
-                 str(p["TEXT"]), "--set", "model.context_dim=16", "--set", f"model.text_encoder={p['ENC']}",
+                 str(p["TEXT"]), "--set", "model.context_dim=16", "--set", f"model.text_encoder={p['ENC']}", "--set", "data.clusters=0",
                  *TINY]) == 0
     assert main(["train", "--preset", "mnist", "--data", f"folder:{imgs}", "--steps", "3", "--out", str(p["IMG"]),
                  *TINY, *cli_sets(*UNGUIDED)]) == 0

@@ -8,7 +8,7 @@ from PIL import Image
 
 from ddpmlab.cli import main
 
-from helpers import TINY_CLI_RUN, cli_sets
+from helpers import AUTOGUIDED, TINY_CLI_RUN, cli_sets
 
 TINY = [*cli_sets(*TINY_CLI_RUN, "train.log_every=5"), "--quiet"]
 
@@ -35,7 +35,7 @@ def image_run(tmp_path_factory):
         Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8), mode="L").save(folder / f"{i}.png")
     run = root / "run"
     assert main(["train", "--preset", "mnist", "--data", f"folder:{folder}", "--steps", "10",
-                 "--out", str(run), *TINY]) == 0
+                 "--out", str(run), *TINY, *cli_sets(*AUTOGUIDED)]) == 0
     return run
 
 

@@ -14,7 +14,11 @@ def test_every_preset_loads_and_validates():
     assert {"mnist", "moons", "fashion-mnist", "cifar10"} <= set(names)
     for name in names:
         cfg = load_preset(name)
-        assert cfg.name == name and validate(cfg) is cfg
+        checked = validate(cfg)
+        assert cfg.name == name and validate(checked) is checked
+        # validation changes nothing, except that model.num_classes follows data.clusters where it is unset
+        assert checked is cfg or (cfg.data.clusters and not cfg.model.num_classes
+                                  and checked.model.num_classes == cfg.data.clusters)
 
 
 def test_overrides_are_typed_and_win_over_the_preset():

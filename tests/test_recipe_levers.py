@@ -123,7 +123,8 @@ def test_a_time_budget_ends_the_learning_rate_schedule_where_the_budget_ends():
     from ddpmlab.optim import lr_at
     from ddpmlab.optim import Budget
 
-    cfg = build_config("mnist", None, ["train.minutes=1", "train.steps=1000", "train.warmup=10"])
+    cfg = build_config("mnist", None, ["train.minutes=1", "train.steps=1000", "train.warmup=10", "data.clusters=0",
+                                       "train.guide_at=0.3"])
     budget = Budget(cfg.train, 0, t_start=100.0)
     for step in range(1, 11):  # the first 5 steps settle; then 1 s per step
         budget.update(step, 100.0 + step)
@@ -131,7 +132,7 @@ def test_a_time_budget_ends_the_learning_rate_schedule_where_the_budget_ends():
     assert lr_at(cfg, 60, budget.end) == pytest.approx(cfg.train.lr * cfg.train.min_lr_ratio)
     assert lr_at(cfg, 60) > 0.9 * cfg.train.lr  # the same step of a 1,000-step schedule has barely decayed
     assert not budget.out_of_time(159.0) and budget.out_of_time(161.0)
-    assert budget.guide_due(18, kept=False) and not budget.guide_due(17, kept=False)  # the preset's 0.3 of 60
+    assert budget.guide_due(18, kept=False) and not budget.guide_due(17, kept=False)  # guide_at 0.3 of 60
     assert not budget.guide_due(30, kept=True)
     fast = Budget(build_config("mnist", None, ["train.minutes=1", "train.steps=40"]).train, 0, t_start=0.0)
     for step in range(1, 21):

@@ -46,7 +46,7 @@ def tiny_runs(base: Path) -> dict[str, Path]:
                 data / cls / f"{i}.png")
     with torch.random.fork_rng():
         assert main(["train", "--preset", "mnist", "--data", f"folder:{data}", "--steps", "8", "--out",
-                     str(runs["plain"]), *TINY]) == 0
+                     str(runs["plain"]), *TINY, "--set", "data.clusters=0", "--set", "train.guide_at=0.3"]) == 0
         assert main(["train", "--preset", "mnist-cond", "--data", f"folder:{data}", "--steps", "8", "--set",
                      "model.num_classes=2", "--out", str(runs["cond"]), *TINY]) == 0
     runs["noweights"].mkdir()
@@ -323,6 +323,7 @@ def text_run(base: Path) -> Path:
         return run
     enc = fake_encoder_dir(base / "encoder")
     cfg = build_config("mnist", None, ["model.channels=8", "model.channel_mults=[1, 2]", "model.context_dim=16",
+                                       "data.clusters=0",
                                        "model.heads=2", "model.attention_resolutions=[8]", "diffusion.T=50",
                                        "sample.steps=4", "sample.precision='fp32'", f"model.text_encoder='{enc}'"])
     with torch.random.fork_rng():

@@ -26,7 +26,7 @@ from ddpmlab.train import train
 from helpers import TINY_UNET, fake_encoder_dir
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-TINY = [*TINY_UNET, "model.context_dim=16", "model.heads=2",
+TINY = [*TINY_UNET, "model.context_dim=16", "data.clusters=0", "model.heads=2",
         "diffusion.T=50", "sample.steps=3", "train.steps=2", "train.batch_size=4", "train.log_every=1",
         "train.sample_every=2", "train.ckpt_every=2", "train.precision='fp32'", "sample.precision='fp32'"]
 

@@ -113,7 +113,8 @@ def test_context_width_mismatch_and_config_checks():
     bad = TextContext(torch.randn(1, 3, D + 1), torch.ones(1, 3, dtype=torch.bool), torch.randn(1, D + 1))
     with pytest.raises(ValueError, match="model.context_dim"):
         net(torch.randn(1, 3, 16, 16), torch.tensor([1]), context=bad)
-    cfg = build_config("mnist", None, ["model.context_dim=8", "model.channels=8", "model.channel_mults=[1, 2]"])
+    cfg = build_config("mnist", None, ["model.context_dim=8", "data.clusters=0", "model.channels=8",
+                                       "model.channel_mults=[1, 2]"])
     assert build_model(cfg, (1, 28, 28)).cfg.context_dim == 8
     with pytest.raises(ConfigError, match="takes no text context"):
         build_model(build_config("moons", None, ["model.context_dim=8"]), (2,))

@@ -22,7 +22,7 @@ _EXPORTS = {
     "SAMPLERS": "samplers", "sample_ddpm": "samplers",
     "train": "train", "TrainResult": "train",
     "Run": "sampling", "load_run": "sampling", "sample": "sampling", "generate": "sampling",
-    "record_trajectory": "sampling", "default_labels": "sampling",
+    "record_trajectory": "sampling", "default_labels": "sampling", "run_labels": "sampling",
     "SampleRequest": "sample_files", "write_sample_set": "sample_files",
     "DDPMLabError": "errors",
 }

@@ -2,7 +2,8 @@
 
 runs/NAME/
     config.toml          the run's full configuration (single source of truth)
-    meta.json            the data the run was trained on: item shape, class names
+    meta.json            the data the run was trained on: item shape, class names (and cluster sizes)
+    clusters.safetensors a data.clusters run's cluster label per training item
     model.safetensors    online weights            ema.safetensors   EMA weights
     state.pt             optimizer, step, RNG states (torch.load(weights_only=True) only)
     checkpoints/step_N/  the newest complete checkpoint(s); the three files above are hard links to it
@@ -31,6 +32,7 @@ CONFIG, MODEL, EMA, STATE, METRICS = "config.toml", "model.safetensors", "ema.sa
 META = "meta.json"  # what the weights were trained on: item shape, class names, dataset
 CHECKPOINTS = "checkpoints"  # complete snapshots, checkpoints/step_N/{model,ema}.safetensors + state.pt
 GUIDE = "guide.safetensors"  # an early EMA kept for autoguidance (train.guide_at)
+CLUSTERS = "clusters.safetensors"  # the training items' cluster labels of a data.clusters run (clusters.py)
 
 
 def _save_weights(path: Path, module: nn.Module, step: int) -> None:
@@ -91,9 +93,31 @@ def clear_weights(run_dir: Path) -> None:
     nothing of the old run can be loaded as the new one's."""
     run_dir = Path(run_dir)
     shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
-    for name in (MODEL, EMA, STATE, GUIDE):
+    for name in (MODEL, EMA, STATE, GUIDE, CLUSTERS):
         (run_dir / name).unlink(missing_ok=True)
     fsync_dir(run_dir)
+
+
+def save_clusters(run_dir: Path, labels: torch.Tensor) -> None:
+    """The cluster label of every training item (data.clusters), so that a resumed run trains on the same ones."""
+    from safetensors.torch import save
+
+    blob = save({"labels": labels.detach().to("cpu", torch.int64).contiguous()})
+    atomic_write(Path(run_dir) / CLUSTERS, lambda f: f.write(blob))
+
+
+def load_clusters(run_dir: Path) -> torch.Tensor | None:
+    """The saved cluster labels of a run (None when it has none)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(run_dir) / CLUSTERS
+    if not path.is_file():
+        return None
+    try:
+        return load_file(str(path))["labels"]
+    except (SafetensorError, KeyError, OSError) as exc:
+        raise RunError(f"{path} is damaged ({exc}); start the run again with --force") from None
 
 
 def snapshots(run_dir: Path) -> list[Path]:

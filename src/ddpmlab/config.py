@@ -32,6 +32,9 @@ class DataConfig:
     # prompts of a text-conditional run: "dataset" = the data's own captions (emoji, a captioned folder),
     # "templates" = templated class prompts (mnist, mnist-5k, fashion-mnist, cifar10; captions.class_prompts)
     captions: Literal["dataset", "templates"] = "dataset"
+    # > 0: K k-means clusters of the training images are the labels of a class-conditional model (self-guidance;
+    # clusters.py), so guidance sharpens a model trained without labels; model.num_classes follows (K) when unset
+    clusters: int = 0
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,7 @@ _NON_NEGATIVE = {
     "data.image_size", "model.num_classes", "model.dropout", "diffusion.beta_start", "diffusion.beta_end",
     "train.weight_decay", "train.warmup", "train.grad_clip", "train.minutes", "train.sample_every",
     "train.seed", "sample.seed", "train.min_lr_ratio", "sample.eta", "sample.s_churn", "sample.guidance",
-    "model.context_dim",
+    "model.context_dim", "data.clusters",
 }
 _UNIT_INTERVAL = {"train.ema_decay", "train.p_uncond", "model.dropout", "train.guide_at"}
 
@@ -218,7 +221,9 @@ def parse_override(item: str) -> dict[str, Any]:
 
 
 def validate(cfg: Config) -> Config:
-    """Range checks that no type annotation can express."""
+    """Range checks that no type annotation can express; model.num_classes follows data.clusters when unset."""
+    if cfg.data.clusters > 0 and not cfg.model.num_classes and not cfg.model.context_dim:
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=cfg.data.clusters))
     flat = {f"{s}.{k}": v for s in SECTIONS for k, v in dataclasses.asdict(getattr(cfg, s)).items()}
     for key in _POSITIVE:
         if flat[key] <= 0:
@@ -267,6 +272,14 @@ def _validate_choices(cfg: Config) -> None:
         raise ConfigError(f"sample.guidance = {w:g} needs a class-conditional run or a guide; this model has no labels "
                           "(model.num_classes = 0): set train.guide_at (e.g. 0.3) before training for autoguidance, "
                           "or sample.guidance = 0")
+    if tc.guide_at and (m.num_classes or m.context_dim):
+        raise ConfigError(f"train.guide_at = {tc.guide_at:g} keeps a guide for autoguidance of an unconditional run; a "
+                          "conditional run is guided through its null label: set train.guide_at = 0")
+    k = cfg.data.clusters
+    if k and (k < 2 or m.num_classes != k):
+        raise ConfigError(f"data.clusters = {k} needs model.num_classes = {k} (one label per cluster; leave it unset "
+                          f"and it follows), got model.num_classes = {m.num_classes}" if k >= 2 else
+                          f"data.clusters must be 0 (the dataset's own labels) or at least 2; got {k}")
     iv = cfg.sample.guidance_interval
     if iv and (len(iv) != 2 or not 0 <= iv[0] < iv[1]):
         raise ConfigError(f"sample.guidance_interval must be two noise levels [lo, hi] with 0 <= lo < hi (or [] to "
@@ -295,6 +308,9 @@ TEMPLATED = ("mnist", "mnist-5k", "fashion-mnist", "cifar10")  # datasets with c
 def _validate_text(cfg: Config) -> None:
     """Text settings that only make sense together."""
     m, d = cfg.model, cfg.data
+    if m.context_dim and d.clusters:
+        raise ConfigError(f"model.context_dim and data.clusters = {d.clusters} cannot both be set; a text run is "
+                          "conditioned by prompts alone (set data.clusters = 0)")
     if m.context_dim and m.num_classes:
         raise ConfigError("model.context_dim and model.num_classes cannot both be set; a text run is conditioned "
                           "by prompts alone (set model.num_classes = 0)")

@@ -16,13 +16,13 @@ from .prompting import run_context
 from .samplers import SAMPLERS, randn_like
 from .samplers.common import batched_t
 from .samplers.ddim import ddim_invert, sample_ddim
-from .sampling import Run, default_labels, denoiser_for, initial_noise, sample_generators
+from .sampling import Run, denoiser_for, initial_noise, run_labels, sample_generators
 from .schedules import spaced_timesteps
 
 
 def _denoiser(run: Run, n: int, labels: torch.Tensor | None):
-    """The denoiser of n edits: their labels (default: sampling.default_labels) or the run's prompts."""
-    labels = default_labels(run.cfg.model.num_classes, n) if labels is None else labels
+    """The denoiser of n edits: their labels (default: sampling.run_labels) or the run's prompts."""
+    labels = run_labels(run, n) if labels is None else labels
     labels = None if labels is None else labels.to(run.device)
     context = run_context(run, n)
     return denoiser_for(run, labels, None if context is None else context.to(run.device))(slice(0, n))
@@ -120,7 +120,7 @@ def interpolate(run: Run, seed_a: int, seed_b: int, frames: int, label: int | No
     xa, _ = initial_noise(seed_a, range(1), run.item_shape, run.device)
     xb, _ = initial_noise(seed_b, range(1), run.item_shape, run.device)
     x_T = torch.cat([slerp(xa, xb, w) for w in torch.linspace(0, 1, frames).tolist()])
-    labels = default_labels(run.cfg.model.num_classes, 1) if label is None else torch.tensor([label])
+    labels = run_labels(run, 1) if label is None else torch.tensor([label])
     labels = None if labels is None else labels.expand(frames)  # one class along the whole strip
     ts = spaced_timesteps(run.schedule, run.cfg.sample.steps, "trailing")
     return sample_ddim(_denoiser(run, frames, labels), x_T, run.schedule, ts).cpu()

@@ -27,7 +27,7 @@ from .errors import ConfigError, DataError
 from .eval_results import EvalResult, GuidanceRow, ImageMetrics, Metrics, Sampling, SweepRow, ToyMetrics
 from .likelihood import evaluate_nll  # noqa: F401 (its old home)
 from .reference import CACHE_VERSION, SUBSET_SEED, cached, default_cache_dir, real_sets  # noqa: F401
-from .sampling import Run, check_guidance, default_labels, generate, timesteps_of, with_sample_settings
+from .sampling import Run, check_guidance, generate, run_labels, timesteps_of, with_sample_settings
 
 MIN_N = 10
 
@@ -125,7 +125,7 @@ class ImageScorer:
         self.info: dict[str, Any] = {"reference": f"{ref_note}; {floor_note}", "features": self.phi.key,
                                      "feature_dim": self.phi.dim, "features_note": self.phi.note,
                                      "comparable_with_papers": self.phi.comparable}
-        if run.cfg.model.num_classes and "predicted" in ref:
+        if run.cfg.model.num_classes and not run.cluster_counts and "predicted" in ref:
             self.info["classifier_accuracy_on_real"] = float((ref["predicted"] == ref["labels"]).double().mean())
 
     def score(self, samples: torch.Tensor) -> ImageMetrics:
@@ -198,7 +198,8 @@ def evaluate(run: Run, n: int = 2000, sampler: str | None = None, steps: int | N
     t_metric = time.perf_counter()
     scorer = Scorer(run, n, features, inception_weights, s.seed, cache, log)
     metric_seconds = time.perf_counter() - t_metric
-    labels = default_labels(run.cfg.model.num_classes, n)
+    labels = run_labels(run, n)
+    clustered = bool(run.cluster_counts)  # its labels are clusters, not the classifier's classes
     log(f"sampling {n} from {run.path} (step {run.step}) with {s.sampler}, {s.steps} steps"
         f"{f', guidance {s.guidance:g}' if s.guidance else ''}, seed {s.seed}")
     samples, sample_seconds = _timed_sample(run, n, labels, progress)
@@ -210,7 +211,7 @@ def evaluate(run: Run, n: int = 2000, sampler: str | None = None, steps: int | N
 
         log(judge_summary(judge))
     conditional = None
-    if labels is not None and scorer.classifier is not None:
+    if labels is not None and scorer.classifier is not None and not clustered:
         conditional = {**scorer.accuracy(samples, labels), "class_names": list(run.class_names)}
     metric_seconds += time.perf_counter() - t_metric
     result = EvalResult(
@@ -229,7 +230,7 @@ def _guidance_row(run: Run, scorer: ImageScorer | ToyScorer, w: float, n: int, l
     samples, seconds = _timed_sample(with_sample_settings(run, guidance=w), n, labels, progress)
     metrics: Metrics = scorer.score(samples)
     recognizable = scorer.judge.report(samples)["recognizable_share"] if scorer.judge is not None else None
-    if scorer.classifier is not None and labels is not None:
+    if scorer.classifier is not None and labels is not None and not run.cluster_counts:
         acc = scorer.accuracy(samples, labels)
         return GuidanceRow(w, metrics, round(seconds, 2), acc["accuracy"], tuple(acc["per_class"]), recognizable)
     return GuidanceRow(w, metrics, round(seconds, 2), recognizable=recognizable)

@@ -46,6 +46,7 @@ class Run:
     prompts: tuple[str, ...] = ()  # a text run's prompts, in order, for sampling and editing (prompting.py)
     text_encoder: str = ""  # a sentence encoder directory replacing the run's own (--text-encoder)
     guide: torch.nn.Module | None = None  # an early EMA for autoguidance of an unconditional run (train.guide_at)
+    cluster_counts: tuple[int, ...] = ()  # a data.clusters run's cluster sizes: samples draw clusters by them
 
     @property
     def is_image(self) -> bool:
@@ -76,15 +77,17 @@ class Run:
             guide = build_model(cfg, item_shape)
             ckpt.load_weights(run_dir / ckpt.GUIDE, guide)
             guide.to(dev).eval()
+        counts = tuple(int(c) for c in meta.get("cluster_counts", ()))
         return cls(run_dir, cfg, model, schedule_from_config(cfg.diffusion), item_shape, tuple(meta["class_names"]),
-                   step, dev, guide=guide)
+                   step, dev, guide=guide, cluster_counts=counts)
 
     @classmethod
     def from_training(cls, cfg: Config, model: torch.nn.Module, schedule: Schedule, item_shape: tuple[int, ...],
-                      *, path: Path = Path("."), step: int = 0, class_names: tuple[str, ...] = ()) -> "Run":
+                      *, path: Path = Path("."), step: int = 0, class_names: tuple[str, ...] = (),
+                      cluster_counts: tuple[int, ...] = ()) -> "Run":
         """The live state of a training run (its EMA network, say), sampled on the network's device."""
         return cls(Path(path), cfg, model, schedule, tuple(item_shape), tuple(class_names), step,
-                   next(model.parameters()).device)
+                   next(model.parameters()).device, cluster_counts=tuple(cluster_counts))
 
 
 def load_run(run_dir: str | Path, *, weights: Literal["ema", "model"] = "ema", device: str = "auto") -> Run:
@@ -126,17 +129,29 @@ def default_labels(num_classes: int, n: int) -> torch.Tensor | None:
     return torch.arange(n) * num_classes // n if n >= num_classes else torch.arange(n)
 
 
+def run_labels(run: Run, n: int) -> torch.Tensor | None:
+    """The labels n samples of a run get when none are asked for: a data.clusters run draws each sample's cluster
+    by the clusters' sizes (clusters.draw_clusters, from sample.seed), a class-conditional run takes every class in
+    turn (default_labels), an unconditional one none."""
+    if run.cluster_counts:
+        from .clusters import draw_clusters
+
+        return draw_clusters(run.cluster_counts, n, run.cfg.sample.seed)
+    return default_labels(run.cfg.model.num_classes, n)
+
+
 def class_labels(run: Run, which: str | None, n: int) -> torch.Tensor | None:
-    """Labels for n samples: None/'all' -> default_labels, an index or a class name -> that class for all n."""
+    """Labels for n samples: None -> run_labels, 'all' -> every class in turn (default_labels), an index or a
+    class name -> that class for all n."""
     k = run.cfg.model.num_classes
-    if which is None and not k:
-        return None
+    if which is None:
+        return run_labels(run, n)
     if run.cfg.model.context_dim:
         raise ConfigError(f"--class needs a class-conditional run; {run.path} is text-conditional: use --prompt")
     if not k:
         raise ConfigError(f"--class needs a class-conditional run; {run.path} was trained without labels "
                           "(model.num_classes = 0)")
-    if which is None or which == "all":
+    if which == "all":
         return default_labels(k, n)
     names = [c.lower() for c in run.class_names]
     if which.lower() in names:
@@ -245,7 +260,7 @@ def generate(run: Run, n: int, *, labels: torch.Tensor | None = None, prompts: l
              part: slice | None = None, callback: Callback | None = None, progress: bool = False) -> torch.Tensor:
     """Samples [part] of the indices 0..n-1 (default all): (len, *item_shape) on the CPU, in data space.
 
-    labels: (n,) classes of a conditional run (default: default_labels). prompts: a text run's prompts, in
+    labels: (n,) classes of a conditional run (default: run_labels). prompts: a text run's prompts, in
     len(prompts) blocks of samples (default run.prompts; none: unconditional). Sampler, steps, spacing, seed,
     guidance and batch size are run.cfg.sample's. callback(i, t, x_t, x0_hat) sees the first batch's steps.
     Under torchrun, without part or callback, the processes share the indices and each returns all n samples.
@@ -258,7 +273,7 @@ def generate(run: Run, n: int, *, labels: torch.Tensor | None = None, prompts: l
     warning = steps_warning(s.sampler, s.steps)
     if warning:
         warnings.warn(warning, stacklevel=3)  # the caller of generate, past torch.no_grad's wrapper
-    labels = default_labels(run.cfg.model.num_classes, n) if labels is None else labels
+    labels = run_labels(run, n) if labels is None else labels
     labels = None if labels is None else labels.to(run.device)
     context = run_context(run, n)
     denoise_for = denoiser_for(run, labels, None if context is None else context.to(run.device))
@@ -310,5 +325,5 @@ def record_trajectory(run: Run, n: int, labels: torch.Tensor | None = None
 LoadedRun = Run  # the name before Run; kept as an alias
 
 __all__ = ["LoadedRun", "Run", "check_guidance", "class_labels", "default_labels", "denoiser_for", "generate",
-           "initial_noise", "load_run", "record_trajectory", "sample", "sample_generators", "timesteps_of",
-           "with_sample_settings"]
+           "initial_noise", "load_run", "record_trajectory", "run_labels", "sample", "sample_generators",
+           "timesteps_of", "with_sample_settings"]

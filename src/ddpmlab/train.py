@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from . import distributed
+from .clusters import cluster_counts, cluster_names, fit_clusters
 from .config import Config
 from .data import TensorData, load_dataset
 from .diffusion import T_SAMPLING, training_loss
@@ -200,7 +201,7 @@ def _train_run(cfg: Config, run_dir: Path, resume: bool, progress: bool, log: Ca
     bf16 = use_bf16(tc.precision, device)
     if device.type == "cpu":
         keep_freed_memory()
-    cfg, data, captions = _load_data(cfg, device)
+    cfg, data, captions = _load_data(cfg, device, run_dir if resume else None, log)
     tc = cfg.train
     micro = distributed.local_batch(tc.batch_size, tc.grad_accum)  # rows per forward pass; checked before writing
     x_all = data.x.to(device)
@@ -329,11 +330,15 @@ def _loop(job: _Job, state: TrainState, metrics: MetricsLog, t_start: float) -> 
     return False
 
 
-def _load_data(cfg: Config, device: torch.device) -> tuple[Config, TensorData, CaptionBatches | None]:
+def _load_data(cfg: Config, device: torch.device, resumed: Path | None, log: Callable[[str], None]
+               ) -> tuple[Config, TensorData, CaptionBatches | None]:
     """The training split (rank 0 loads first, so a download happens once), checked against the model; a dataset
-    smaller than the batch trains with batches of all of it."""
+    smaller than the batch trains with batches of all of it. data.clusters: the items' k-means clusters as labels
+    (those saved in the resumed run's folder, so that it goes on with the same ones)."""
     with distributed.rank0_first():
         data = load_dataset(cfg.data, "train")
+    if cfg.data.clusters:
+        data = _with_clusters(cfg, data, resumed, log)
     check_labels(cfg, data)
     captions = CaptionBatches(cfg, data, device) if cfg.model.context_dim else None  # text runs: prompts per batch
     if cfg.train.batch_size > len(data.x):
@@ -341,6 +346,24 @@ def _load_data(cfg: Config, device: torch.device) -> tuple[Config, TensorData, C
                       f"training with batches of {len(data.x)}, so every step is one epoch", stacklevel=3)
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=len(data.x)))
     return cfg, data, captions
+
+
+def _with_clusters(cfg: Config, data: TensorData, resumed: Path | None, log: Callable[[str], None]) -> TensorData:
+    """data with its labels replaced by data.clusters k-means clusters (clusters.py); its own labels are dropped."""
+    k = cfg.data.clusters
+    labels = ckpt.load_clusters(resumed) if resumed is not None else None
+    if labels is not None and len(labels) != len(data.x):
+        raise RunError(f"{resumed} was clustered on {len(labels)} items but {data.name} has {len(data.x)}; "
+                       "resume with the same data")
+    if labels is None:
+        if not 2 <= k <= len(data.x):
+            raise ConfigError(f"data.clusters = {k} needs between 2 and {len(data.x)} clusters (the items of "
+                              f"{data.name}); lower it")
+        t0 = time.monotonic()
+        labels = fit_clusters(data.x, k, seed=cfg.train.seed)
+        log(f"clustered {len(data.x)} items of {data.name} into {k} clusters (k-means on principal components, "
+            f"{time.monotonic() - t0:.1f} s); sizes {min(cluster_counts(labels, k))}-{max(cluster_counts(labels, k))}")
+    return dataclasses.replace(data, y=labels, class_names=cluster_names(k))
 
 
 def _resume(run_dir: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer,
@@ -366,8 +389,11 @@ def _write_run_files(run_dir: Path, cfg: Config, data: TensorData, captions: Cap
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / ckpt.METRICS).write_text("step,loss,lr,images_per_s,elapsed_s,skipped\n")
     ckpt.write_config(run_dir, cfg)
-    ckpt.write_meta(run_dir, data.shape, data.class_names, data.name,
-                    encoder_meta(captions.encoder) if captions else None)
+    extra = encoder_meta(captions.encoder) if captions else {}
+    if cfg.data.clusters and data.y is not None:  # sampling draws clusters by these sizes (clusters.draw_clusters)
+        ckpt.save_clusters(run_dir, data.y)
+        extra = {**extra, "cluster_counts": list(cluster_counts(data.y, cfg.data.clusters))}
+    ckpt.write_meta(run_dir, data.shape, data.class_names, data.name, extra or None)
     (run_dir / "samples").mkdir(exist_ok=True)
 
 

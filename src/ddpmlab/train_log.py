@@ -88,7 +88,10 @@ def save_preview(cfg: Config, ema, schedule: Schedule, data: TensorData, path: P
 
     ema.eval()
     n = 64 if data.is_image else 2000
-    run = Run.from_training(cfg, ema, schedule, data.shape, class_names=data.class_names)
+    from .clusters import cluster_counts
+
+    counts = cluster_counts(data.y, cfg.data.clusters) if cfg.data.clusters and data.y is not None else ()
+    run = Run.from_training(cfg, ema, schedule, data.shape, class_names=data.class_names, cluster_counts=counts)
     if captions is None:  # unguided previews of a class-conditional run; text previews use the run's guidance
         run = dataclasses.replace(run, cfg=dataclasses.replace(cfg, sample=dataclasses.replace(cfg.sample, guidance=0.0)))
     else:
