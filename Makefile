@@ -50,7 +50,8 @@ setup-text: $(VENV)/.installed-text
 demo: setup
 	$(BIN)/ddpmlab train --preset mnist --out runs/demo --minutes $(DEMO_MINUTES) --force
 	$(BIN)/ddpmlab sample runs/demo --n 64 --seed 0 --trajectory --gif --out runs/demo/samples.png
-	@echo "demo done: see runs/demo/samples.png, trajectory.png, reverse.gif, loss.png"
+	$(BIN)/ddpmlab sample runs/demo --class all --n 320 --seed 0 --out runs/demo/clusters.png
+	@echo "demo done: see runs/demo/samples.png, clusters.png (a row per cluster), trajectory.png, reverse.gif, loss.png"
 
 setup-studio: $(VENV)/.installed-studio
 
