@@ -9,7 +9,8 @@ gets the same wall-clock budget, which also ends its learning-rate schedule (tra
 budget ends at from the speed measured as it trains). Then --n samples from each with its preset's
 sampler settings (conditional arms: every class in turn), scored against the same real reference: FID and KID in
 the shipped classifier's features, and for MNIST the judge's recognizable share and class balance
-(metrics/judge.py), each beside its floor or ceiling. Results: JSON after every arm (default
+(metrics/judge.py), each beside its floor or ceiling; for class-conditional arms also the shipped classifier's accuracy
+against the requested class. Results: JSON after every arm (default
 results/recipe_ab.json) and a sample grid PNG per arm beside it.
 """
 
@@ -72,19 +73,22 @@ def score_run(run: Any, n: int, scorers: dict, grid: Path) -> dict[str, Any]:
                            "floor": {k: scorer.floor.to_json()[k] for k in ("fid", "kid")}}
     if scorer.judge is not None:
         out["judge"] = scorer.judge.report(x)
+    if labels is not None and scorer.classifier is not None and not run.cluster_counts:  # labels, not clusters
+        out["accuracy"] = scorer.accuracy(x, labels)["accuracy"]
     return out
 
 
 def table(arms: dict[str, dict]) -> list[str]:
     """The side-by-side table: steps reached, FID, KID, recognizable share and class balance per arm."""
-    lines = ["| arm | recipe | steps | FID | KID | recognizable | rejects | balance TV | max dev | chi^2 |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| arm | recipe | steps | FID | KID | recognizable | rejects | balance TV | max dev | chi^2 | accuracy |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, a in arms.items():
         j = a["scores"].get("judge")
         judge = (f"{100 * j['recognizable_share']:.1f}% | {j['rejects']} | {j['total_variation']:.3f} | "
                  f"{j['max_abs_deviation']:.3f} | {j['chi2']:.1f}") if j else "- | - | - | - | -"
+        acc = a["scores"].get("accuracy")
         lines.append(f"| {name} | {a['recipe']} | {a['train']['steps']} | {a['scores']['fid']:.2f} | "
-                     f"{a['scores']['kid']:.4f} | {judge} |")
+                     f"{a['scores']['kid']:.4f} | {judge} | {'-' if acc is None else f'{100 * acc:.1f}%'} |")
     return lines
 
 

@@ -83,6 +83,7 @@ def test_a_clustered_run_trains_on_its_clusters_and_samples_them_by_size(tmp_pat
     assert torch.equal(drawn, draw_clusters(run.cluster_counts, 400, run.cfg.sample.seed))
     assert torch.equal(class_labels(run, None, 400), drawn)
     assert class_labels(run, "all", 8).tolist() == [0, 0, 1, 1, 2, 2, 3, 3]  # 'all': one block per cluster
+    assert class_labels(run, "Cluster 2", 3).tolist() == [2, 2, 2]  # by name, as --class "cluster 2" gives it
 
 
 def test_a_resumed_clustered_run_keeps_the_saved_clusters(tmp_path):
@@ -110,3 +111,11 @@ def test_eval_of_a_clustered_run_reports_no_class_accuracy(tmp_path):
     result = evaluate(load_run(tmp_path / "r"), n=20, cache_dir=None, log=lambda _: None)
     assert result.conditional is None  # cluster indices are not the classifier's digits
     assert "classifier_accuracy_on_real" not in result.info
+
+
+def test_more_clusters_than_items_is_one_line_before_anything_is_written(tmp_path):
+    from ddpmlab.train import train
+
+    with pytest.raises(ConfigError, match="data.clusters = 6000 needs between 2 and 5000 clusters .* lower it"):
+        train(tiny_image_config("data.clusters=6000"), tmp_path / "r", progress=False, log=lambda _: None)
+    assert not (tmp_path / "r").exists()

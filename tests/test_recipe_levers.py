@@ -58,7 +58,7 @@ def test_power_ema_weighs_update_i_by_i_to_the_gamma():
 ])
 def test_a_setting_of_another_choice_is_refused(setting, owner):
     with pytest.raises(ConfigError, match=owner):
-        build_config("mnist-cond", None, [setting])
+        build_config("fashion-mnist-cond", None, [setting])  # a preset with the constant EMA
 
 
 def test_ema_decay_with_the_power_ema_is_refused_and_names_the_fix():
