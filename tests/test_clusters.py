@@ -26,7 +26,7 @@ def test_fit_clusters_finds_separated_groups_in_many_dimensions():
 
 
 def test_fit_clusters_refuses_more_clusters_than_items():
-    with pytest.raises(ValueError, match="data.clusters"):
+    with pytest.raises(ValueError, match="data.clusters = 6 needs between 2 and 5 clusters"):
         fit_clusters(torch.randn(5, 4), 6)
 
 

@@ -44,7 +44,7 @@ def fit_clusters(x: torch.Tensor, k: int, seed: int = 0) -> torch.Tensor:
     from sklearn.decomposition import PCA
 
     if not 2 <= k <= len(x):
-        raise ValueError(f"data.clusters must lie in [2, {len(x)}] (the items of the data), got {k}")
+        raise ValueError(f"data.clusters = {k} needs between 2 and {len(x)} clusters (at most one per item)")
     feats = x.detach().flatten(1).double().cpu().numpy()
     if feats.shape[1] > PCA_DIMS:
         feats = PCA(PCA_DIMS, random_state=seed).fit_transform(feats)

@@ -199,7 +199,6 @@ def evaluate(run: Run, n: int = 2000, sampler: str | None = None, steps: int | N
     scorer = Scorer(run, n, features, inception_weights, s.seed, cache, log)
     metric_seconds = time.perf_counter() - t_metric
     labels = run_labels(run, n)
-    clustered = bool(run.cluster_counts)  # its labels are clusters, not the classifier's classes
     log(f"sampling {n} from {run.path} (step {run.step}) with {s.sampler}, {s.steps} steps"
         f"{f', guidance {s.guidance:g}' if s.guidance else ''}, seed {s.seed}")
     samples, sample_seconds = _timed_sample(run, n, labels, progress)
@@ -211,7 +210,7 @@ def evaluate(run: Run, n: int = 2000, sampler: str | None = None, steps: int | N
 
         log(judge_summary(judge))
     conditional = None
-    if labels is not None and scorer.classifier is not None and not clustered:
+    if labels is not None and scorer.classifier is not None and not run.cluster_counts:  # clusters are no classes
         conditional = {**scorer.accuracy(samples, labels), "class_names": list(run.class_names)}
     metric_seconds += time.perf_counter() - t_metric
     result = EvalResult(

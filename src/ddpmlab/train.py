@@ -356,13 +356,14 @@ def _with_clusters(cfg: Config, data: TensorData, resumed: Path | None, log: Cal
         raise RunError(f"{resumed} was clustered on {len(labels)} items but {data.name} has {len(data.x)}; "
                        "resume with the same data")
     if labels is None:
-        if not 2 <= k <= len(data.x):
-            raise ConfigError(f"data.clusters = {k} needs between 2 and {len(data.x)} clusters (the items of "
-                              f"{data.name}); lower it")
         t0 = time.monotonic()
-        labels = fit_clusters(data.x, k, seed=cfg.train.seed)
+        try:
+            labels = fit_clusters(data.x, k, seed=cfg.train.seed)
+        except ValueError as exc:
+            raise ConfigError(f"{exc}: {data.name} has {len(data.x)} items; lower it") from None
+        sizes = cluster_counts(labels, k)
         log(f"clustered {len(data.x)} items of {data.name} into {k} clusters (k-means on principal components, "
-            f"{time.monotonic() - t0:.1f} s); sizes {min(cluster_counts(labels, k))}-{max(cluster_counts(labels, k))}")
+            f"{time.monotonic() - t0:.1f} s); sizes {min(sizes)}-{max(sizes)}")
     return dataclasses.replace(data, y=labels, class_names=cluster_names(k))
 
 
