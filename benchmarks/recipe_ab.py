@@ -73,7 +73,7 @@ def score_run(run: Any, n: int, scorers: dict, grid: Path) -> dict[str, Any]:
                            "floor": {k: scorer.floor.to_json()[k] for k in ("fid", "kid")}}
     if scorer.judge is not None:
         out["judge"] = scorer.judge.report(x)
-    if labels is not None and scorer.classifier is not None and not run.cluster_counts:  # labels, not clusters
+    if labels is not None and scorer.classifier is not None and run.has_classes:
         out["accuracy"] = scorer.accuracy(x, labels)["accuracy"]
     return out
 

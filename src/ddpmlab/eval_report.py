@@ -111,7 +111,7 @@ def write_outputs(result: EvalResult, run, samples: torch.Tensor, labels: torch.
     files = {"samples": str(out_dir / "eval_samples.png")}
     if run.is_image:
         shown = samples[:64]
-        if labels is not None and not run.cluster_counts:  # conditional: a row of 8 per class
+        if labels is not None and run.has_classes:  # conditional: a row of 8 per class
             shown = samples[torch.cat([torch.nonzero(labels.cpu() == c).flatten()[:8]
                                        for c in range(run.cfg.model.num_classes)])]
         save_grid(shown, files["samples"], nrow=8)

@@ -125,7 +125,7 @@ class ImageScorer:
         self.info: dict[str, Any] = {"reference": f"{ref_note}; {floor_note}", "features": self.phi.key,
                                      "feature_dim": self.phi.dim, "features_note": self.phi.note,
                                      "comparable_with_papers": self.phi.comparable}
-        if run.cfg.model.num_classes and not run.cluster_counts and "predicted" in ref:
+        if run.has_classes and "predicted" in ref:
             self.info["classifier_accuracy_on_real"] = float((ref["predicted"] == ref["labels"]).double().mean())
 
     def score(self, samples: torch.Tensor) -> ImageMetrics:
@@ -210,7 +210,7 @@ def evaluate(run: Run, n: int = 2000, sampler: str | None = None, steps: int | N
 
         log(judge_summary(judge))
     conditional = None
-    if labels is not None and scorer.classifier is not None and not run.cluster_counts:  # clusters are no classes
+    if labels is not None and scorer.classifier is not None and run.has_classes:
         conditional = {**scorer.accuracy(samples, labels), "class_names": list(run.class_names)}
     metric_seconds += time.perf_counter() - t_metric
     result = EvalResult(
@@ -229,7 +229,7 @@ def _guidance_row(run: Run, scorer: ImageScorer | ToyScorer, w: float, n: int, l
     samples, seconds = _timed_sample(with_sample_settings(run, guidance=w), n, labels, progress)
     metrics: Metrics = scorer.score(samples)
     recognizable = scorer.judge.report(samples)["recognizable_share"] if scorer.judge is not None else None
-    if scorer.classifier is not None and labels is not None and not run.cluster_counts:
+    if scorer.classifier is not None and labels is not None and run.has_classes:
         acc = scorer.accuracy(samples, labels)
         return GuidanceRow(w, metrics, round(seconds, 2), acc["accuracy"], tuple(acc["per_class"]), recognizable)
     return GuidanceRow(w, metrics, round(seconds, 2), recognizable=recognizable)

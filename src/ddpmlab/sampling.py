@@ -53,6 +53,12 @@ class Run:
         return len(self.item_shape) == 3
 
     @property
+    def has_classes(self) -> bool:
+        """Labelled by the dataset's classes (a class classifier can check its samples); a data.clusters run's
+        labels are clusters, not classes."""
+        return bool(self.cfg.model.num_classes) and not self.cluster_counts
+
+    @property
     def autoguided(self) -> bool:
         """An unconditional run with a guide: --guidance W then means autoguidance (guidance.autoguided)."""
         return self.guide is not None and not self.cfg.model.num_classes and not self.cfg.model.context_dim
