@@ -67,7 +67,7 @@ CASES = [
     (["sample", "{IMG}", "--sampler", "ddim", "--churn", "1"], 2, "sample.s_churn (--churn) = 1.0 applies only to heun"),
     (["sample", "{IMG}", "--sampler", "dpmpp-2m", "--variance", "beta"], 2,
      "sample.variance (--variance) = 'beta' applies only to ddpm"),
-    (["sample", "{IMG}", "--eta", "0.3"], 2, "applies only to ddim; sampler dpmpp-2m takes no options"),
+    (["sample", "{IMG}", "--eta", "0.3"], 2, "applies only to ddim; sampler ddpm takes variance"),
     (["train", "--resume", "{IMG}", "--out", "{TMP}/other"], 2, "--resume takes the run's own config and directory; "
      "drop --out"),
     (["sample", "{COND}", "--guidance-sweep", "0,1", "--class", "1"], 2, "draws a row for every class; drop --class"),
