@@ -18,14 +18,13 @@ results/guide_sweep.json) and a grid per row beside it.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, machine  # noqa: E402
-from recipe_ab import MAX_STEPS, floors, score_run, table  # noqa: E402
+from recipe_ab import MAX_STEPS, record, score_run, summary  # noqa: E402
 
 
 def fractions(text: str) -> list[float]:
@@ -115,11 +114,9 @@ def main() -> None:
                 name, recipe = f"{name} in {iv[0]:g}-{iv[1]:g}", f"{recipe}, only at sigma in ({iv[0]:g}, {iv[1]:g}]"
         print(f"=== {name} ===", flush=True)
         grid = args.out.with_name(f"{args.out.stem}_{name.replace(' ', '_').replace('=', '')}.png")
-        report["arms"][name] = {"recipe": recipe, "train": train_info, "scores": score_run(run, args.n, scorers, grid)}
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
-        print("\n".join(table({name: report["arms"][name]})[2:]), flush=True)
-    print("\n".join([*table(report["arms"]), "", *floors(report["arms"])]))
-    print(f"wrote {args.out}")
+        record(report, {name: {"recipe": recipe, "train": train_info, "scores": score_run(run, args.n, scorers, grid)}},
+               args.out)
+    summary(report, args.out)
 
 
 if __name__ == "__main__":

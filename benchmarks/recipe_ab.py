@@ -103,6 +103,19 @@ def floors(arms: dict[str, dict]) -> list[str]:
     return [line]
 
 
+def record(report: dict[str, Any], arms: dict[str, dict], out: Path) -> None:
+    """Add scored arms to the report, rewrite its JSON (so a long run keeps what it has) and print their rows."""
+    report["arms"].update(arms)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print("\n".join(table(arms)[2:]), flush=True)
+
+
+def summary(report: dict[str, Any], out: Path) -> None:
+    """The closing table of every arm, the floor line and where the JSON went."""
+    print("\n".join([*table(report["arms"]), "", *floors(report["arms"])]))
+    print(f"wrote {out}")
+
+
 def main() -> None:
     """Parse the arms, train and score each in turn, print the table and write the JSON."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -135,15 +148,12 @@ def main() -> None:
                                  "recipe": " ".join([preset, *overrides])}
         entry["train"] = train_arm(preset, overrides, args.minutes, run_dir)
         entry["scores"] = score_arm(run_dir, args.n, scorers, out.with_name(f"{out.stem}_{name}.png"))
-        report["arms"][name] = entry
+        arms = {name: entry}
         for w in args.guidance:  # the same run at other guidance weights: rows of their own
-            report["arms"][f"{name} w={w:g}"] = {**entry, "scores": score_arm(
+            arms[f"{name} w={w:g}"] = {**entry, "scores": score_arm(
                 run_dir, args.n, scorers, out.with_name(f"{out.stem}_{name}_w{w:g}.png"), guidance=w)}
-        out.write_text(json.dumps(report, indent=2) + "\n")
-        print("\n".join(table({k: v for k, v in report["arms"].items() if k.split(" w=")[0] == name})[2:]),
-              flush=True)
-    print("\n".join([*table(report["arms"]), "", *floors(report["arms"])]))
-    print(f"wrote {out}")
+        record(report, arms, out)
+    summary(report, out)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, machine  # noqa: E402
-from recipe_ab import floors, score_run, table  # noqa: E402
+from recipe_ab import record, score_run, summary  # noqa: E402
 
 
 def settings_of(items: list[str]) -> dict[str, Any]:
@@ -67,13 +67,9 @@ def main() -> None:
             continue
         print(f"=== {name}: {' '.join(arm[1:]) or 'the run as trained'} ===", flush=True)
         grid = args.out.with_name(f"{args.out.stem}_{name}.png")
-        scores = score_run(runs[name], args.n, scorers, grid)
-        report["arms"][name] = {"recipe": " ".join(arm[1:]) or "the run as trained",
-                                "train": {"steps": base.step}, "scores": scores}
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
-        print("\n".join(table({name: report["arms"][name]})[2:]), flush=True)
-    print("\n".join([*table(report["arms"]), "", *floors(report["arms"])]))
-    print(f"wrote {args.out}")
+        record(report, {name: {"recipe": " ".join(arm[1:]) or "the run as trained", "train": {"steps": base.step},
+                               "scores": score_run(runs[name], args.n, scorers, grid)}}, args.out)
+    summary(report, args.out)
 
 
 if __name__ == "__main__":
