@@ -8,6 +8,7 @@ import contextlib
 import socket
 import threading
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -114,7 +115,9 @@ def test_startup_skips_what_is_not_a_run_and_binds_loopback(studio, runs):
 
 def test_sample_equals_ddpmlab_sample_byte_for_byte(client, runs, tmp_path):
     """The run's own settings (sampler, steps, spacing, guidance), then a sampler picked in the page (auto spacing)."""
-    for args, flags in ((sample_args(runs), ["--n", "4", "--seed", "3"]),
+    own = tomllib.loads((runs["cond"] / "config.toml").read_text())["sample"]
+    for args, flags in ((sample_args(runs, own["sampler"], own["steps"], own["spacing"], guidance=own["guidance"]),
+                         ["--n", "4", "--seed", "3"]),
                         (sample_args(runs, "ddim", 5, "auto", 7, 6, "light", 2.0),
                          ["--n", "6", "--seed", "7", "--sampler", "ddim", "--steps", "5", "--class", "light",
                           "--guidance", "2"])):
