@@ -25,15 +25,16 @@ from common import RESULTS, machine  # noqa: E402
 from recipe_ab import record, score_run, summary  # noqa: E402
 
 
-def settings_of(items: list[str]) -> dict[str, Any]:
-    """['steps=50', 'guidance_interval=[]'] -> {'steps': 50, 'guidance_interval': ()}, read as `--set` reads."""
-    from ddpmlab.config import parse_override
+def arm_run(base: Any, name: str, items: list[str]) -> Any:
+    """base with an arm's KEY=VALUE sample settings, each read and checked as `--set sample.KEY=VALUE` is."""
+    from ddpmlab.config import _merge, parse_override
+    from ddpmlab.sampling import with_sample_settings
 
-    out: dict[str, Any] = {}
+    raw: dict[str, Any] = {}
     for item in items:
-        value = parse_override(f"sample.{item}")["sample"]
-        out.update({k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
-    return out
+        raw.update(parse_override(f"sample.{item}")["sample"])
+    typed = _merge(base.cfg, {"sample": raw}, f"--arm {name}").sample
+    return with_sample_settings(base, **{k: getattr(typed, k) for k in raw})
 
 
 def main() -> None:
@@ -44,19 +45,19 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "sample_ab.json")
     args = ap.parse_args()
     from ddpmlab.config import ConfigError
-    from ddpmlab.sampling import load_run, with_sample_settings
+    from ddpmlab.sampling import load_run
 
     names = [arm[0] for arm in args.arm]
     if len(set(names)) != len(names):
         sys.exit(f"sample_ab: arm names must differ; got {names}")
     base = load_run(args.run)
     try:
-        runs = {arm[0]: with_sample_settings(base, **settings_of(arm[1:])) for arm in args.arm}
+        runs = {arm[0]: arm_run(base, arm[0], arm[1:]) for arm in args.arm}
     except ConfigError as exc:
         sys.exit(f"sample_ab: {exc}")
     report: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
-    if report.get("run") not in (None, str(args.run)):
-        sys.exit(f"sample_ab: {args.out} holds arms of {report['run']}; pass another --out")
+    if report.get("run") not in (None, str(args.run)) or report.get("n") not in (None, args.n):
+        sys.exit(f"sample_ab: {args.out} holds arms of {report['run']} at --n {report['n']}; pass another --out")
     report = {**machine(), "run": str(args.run), "step": base.step, "n": args.n,
               "command": " ".join(["python", *sys.argv]), "arms": report.get("arms", {})}
     args.out.parent.mkdir(parents=True, exist_ok=True)
