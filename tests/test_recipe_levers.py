@@ -22,13 +22,14 @@ from helpers import tiny_image_config
 def test_lognormal_t_has_the_asked_for_log_sigma_distribution():
     schedule = make_schedule("cosine", 1000)
     gen = torch.Generator().manual_seed(0)
-    t = T_SAMPLING["lognormal"](schedule, 50_000, -1.2, 1.2, gen, "cpu")
+    d = build_config("mnist", None, ["diffusion.t_sampling='lognormal'"]).diffusion
+    t = T_SAMPLING["lognormal"](schedule, 50_000, d, gen, "cpu")
     assert t.min() >= 1 and t.max() <= 1000 and t.dtype == torch.long
     log_sigma = (schedule.sigma[t] / schedule.alpha[t]).log()
     # rounding up to the next discrete level shifts the mean by under half a level's gap
     assert abs(log_sigma.mean().item() + 1.2) < 0.05
     assert abs(log_sigma.std().item() - 1.2) < 0.05
-    uniform = T_SAMPLING["uniform"](schedule, 50_000, -1.2, 1.2, gen, "cpu")
+    uniform = T_SAMPLING["uniform"](schedule, 50_000, d, gen, "cpu")
     assert (schedule.sigma[uniform] > schedule.alpha[uniform]).float().mean() > 0.45  # half the levels at sigma > 1
     assert (log_sigma > 0).float().mean() < 0.2
 

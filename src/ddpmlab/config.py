@@ -61,11 +61,17 @@ class DiffusionConfig:
     beta_end: float = 0.0  # linear only; 0 means 0.02 * 1000 / T
     a: float = 0.9  # geometric only: alpha_bar_t = a^t
     prediction: Literal["eps", "x0", "v"] = "eps"
-    weighting: Literal["simple", "min-snr"] = "simple"
-    min_snr_gamma: float = 5.0
-    t_sampling: Literal["uniform", "lognormal"] = "uniform"  # training t: uniform, or ln(sigma/alpha) ~ N(t_mean, t_std)
+    # the loss weight: none, min(snr, gamma), EDM's lambda(sigma), or that over EDM2's learned e^u(sigma) plus u
+    weighting: Literal["simple", "min-snr", "edm", "uncertainty"] = "simple"
+    min_snr_gamma: float = 5.0  # min-snr only
+    sigma_data: float = 0.5  # edm and uncertainty only: the data's standard deviation in EDM's lambda
+    # training t: uniform; ln(sigma/alpha) ~ N(t_mean, t_std); log-SNR ~ Laplace or logistic(t_loc, t_scale); or
+    # importance-sampled by each range of t's running loss (the uniform objective, reweighted)
+    t_sampling: Literal["uniform", "lognormal", "laplace", "logistic", "adaptive"] = "uniform"
     t_mean: float = -1.2  # lognormal only (EDM's P_mean)
     t_std: float = 1.2  # lognormal only (EDM's P_std)
+    t_loc: float = 0.0  # laplace and logistic only: the log-SNR density's location
+    t_scale: float = 0.5  # laplace and logistic only: its scale (Hang et al. 2024's Laplace: 0, 0.5)
 
 
 @dataclass(frozen=True)
@@ -134,6 +140,7 @@ _POSITIVE = {
     "diffusion.T", "train.steps", "train.batch_size", "train.lr", "train.log_every", "train.ckpt_every", "train.keep", "train.max_nonfinite", "train.grad_accum",
     "model.channels", "model.num_res_blocks", "model.heads", "model.hidden", "model.depth",
     "sample.steps", "sample.batch_size", "data.n_points", "diffusion.min_snr_gamma", "diffusion.t_std",
+    "diffusion.t_scale", "diffusion.sigma_data",
 }
 _NON_NEGATIVE = {
     "data.image_size", "model.num_classes", "model.dropout", "diffusion.beta_start", "diffusion.beta_end",
@@ -262,6 +269,14 @@ def _validate_choices(cfg: Config) -> None:
     d, tc = cfg.diffusion, cfg.train
     owned = [("diffusion.t_mean", d.t_mean, -1.2, 'diffusion.t_sampling = "lognormal"', d.t_sampling == "lognormal"),
              ("diffusion.t_std", d.t_std, 1.2, 'diffusion.t_sampling = "lognormal"', d.t_sampling == "lognormal"),
+             ("diffusion.t_loc", d.t_loc, 0.0, 'diffusion.t_sampling = "laplace" or "logistic"',
+              d.t_sampling in ("laplace", "logistic")),
+             ("diffusion.t_scale", d.t_scale, 0.5, 'diffusion.t_sampling = "laplace" or "logistic"',
+              d.t_sampling in ("laplace", "logistic")),
+             ("diffusion.min_snr_gamma", d.min_snr_gamma, 5.0, 'diffusion.weighting = "min-snr"',
+              d.weighting == "min-snr"),
+             ("diffusion.sigma_data", d.sigma_data, 0.5, 'diffusion.weighting = "edm" or "uncertainty"',
+              d.weighting in ("edm", "uncertainty")),
              ("train.ema_sigma_rel", tc.ema_sigma_rel, 0.1, 'train.ema = "power"', tc.ema == "power"),
              ("train.ema_decay", tc.ema_decay, 0.999, 'train.ema = "constant"', tc.ema == "constant")]
     for key, value, default, owner, chosen in owned:

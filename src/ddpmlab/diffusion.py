@@ -12,14 +12,18 @@ Notation (Ho et al. 2020; Salimans & Ho 2022):
 
 from __future__ import annotations
 
-from typing import Callable, Literal, NamedTuple
+import math
+from typing import TYPE_CHECKING, Callable, Literal, NamedTuple
 
 import torch
 
 from .schedules import Schedule
 
+if TYPE_CHECKING:
+    from .config import DiffusionConfig
+
 Prediction = Literal["eps", "x0", "v"]
-Weighting = Literal["simple", "min-snr"]
+Weighting = Literal["simple", "min-snr", "edm", "uncertainty"]
 
 
 class Denoised(NamedTuple):
@@ -79,11 +83,12 @@ def v_to_x0_eps(
 
 class PredictionSpec(NamedTuple):
     """What a network trained for one target means: its training target, how its output splits into (x0, eps),
-    and the min-SNR weight min(snr, gamma) expressed for that target (Hang et al. 2023, eq. 11)."""
+    and a loss weight on the x0 error expressed for that target's error. The x0 error is the eps error times
+    sigma/alpha and the v error times sigma, so ||x0 error||^2 = ||eps error||^2 / snr = ||v error||^2 / (snr + 1)."""
 
     target: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x0, eps, a, s)
     split: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], Denoised]  # (out, x_t, a, s)
-    min_snr_weight: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (snr, min(snr, gamma))
+    from_x0_weight: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (snr, weight on the x0 error)
 
 
 PREDICTIONS: dict[str, PredictionSpec] = {
@@ -145,26 +150,134 @@ def sample_t(batch: int, T: int, generator: torch.Generator | None, device: torc
     return torch.randint(1, T + 1, (batch,), generator=generator, device=device)
 
 
-def sample_t_lognormal(schedule: Schedule, batch: int, mean: float, std: float, generator: torch.Generator | None,
+def t_at_log_sigma(schedule: Schedule, z: torch.Tensor) -> torch.Tensor:
+    """The first discrete t whose ln(sigma_t / alpha_t) is at or above z, kept in 1..T; (B,) long."""
+    log_sigma = (schedule.sigma[1:] / schedule.alpha[1:]).log().to(z.device, z.dtype)  # increasing in t
+    return torch.searchsorted(log_sigma, z).clamp(max=schedule.T - 1) + 1
+
+
+def sample_t_lognormal(schedule: Schedule, batch: int, d: DiffusionConfig, generator: torch.Generator | None,
                        device: torch.device | str = "cpu") -> torch.Tensor:
-    """t whose noise level sigma_t / alpha_t is log-normal: ln sigma ~ N(mean, std^2) (Karras et al. 2022, EDM's
+    """t whose noise level sigma_t / alpha_t is log-normal: ln sigma ~ N(t_mean, t_std^2) (Karras et al. 2022, EDM's
     P_mean and P_std), rounded to the first discrete t at or above it and kept in 1..T; (B,) long.
 
     Uniform t under the cosine schedule centres ln sigma on 0 with wide tails (half the steps at sigma > 1);
     EDM's P_mean = -1.2 moves them towards the lower noise levels, where the strokes and edges are decided.
     """
-    log_sigma = (schedule.sigma[1:] / schedule.alpha[1:]).log().to(device)  # increasing in t
-    z = mean + std * torch.randn(batch, generator=generator, device=device, dtype=log_sigma.dtype)
-    return torch.searchsorted(log_sigma, z).clamp(max=schedule.T - 1) + 1
+    z = d.t_mean + d.t_std * torch.randn(batch, generator=generator, device=device, dtype=torch.float64)
+    return t_at_log_sigma(schedule, z)
 
 
-def _uniform_t(schedule: Schedule, batch: int, mean: float, std: float, generator: torch.Generator | None,
+def sample_t_laplace(schedule: Schedule, batch: int, d: DiffusionConfig, generator: torch.Generator | None,
+                     device: torch.device | str = "cpu") -> torch.Tensor:
+    """t whose log-SNR lambda = ln(alpha_t^2 / sigma_t^2) has the Laplace density exp(-|lambda - t_loc| / t_scale)
+    / (2 t_scale) (Hang et al. 2024, "Improved noise schedule for diffusion training": loc 0, scale 0.5), drawn by
+    inverting its CDF; ln(sigma / alpha) = -lambda / 2. (B,) long."""
+    u = torch.rand(batch, generator=generator, device=device, dtype=torch.float64) - 0.5  # [-1/2, 1/2)
+    lam = d.t_loc - d.t_scale * torch.sign(u) * torch.log1p(-2.0 * u.abs())
+    return t_at_log_sigma(schedule, -0.5 * lam)
+
+
+def sample_t_logistic(schedule: Schedule, batch: int, d: DiffusionConfig, generator: torch.Generator | None,
+                      device: torch.device | str = "cpu") -> torch.Tensor:
+    """t whose log-SNR lambda has the logistic density of location t_loc and scale t_scale: lambda = t_loc +
+    t_scale * ln(u / (1 - u)), u ~ U(0, 1). Uniform t under the cosine schedule has the heavier-tailed density
+    sech(lambda / 2) / (2 pi) (Kingma & Gao 2023); this keeps its bell shape and moves or narrows it. (B,) long."""
+    u = torch.rand(batch, generator=generator, device=device, dtype=torch.float64)
+    lam = d.t_loc + d.t_scale * (u.log() - torch.log1p(-u))
+    return t_at_log_sigma(schedule, -0.5 * lam)
+
+
+def _uniform_t(schedule: Schedule, batch: int, d: DiffusionConfig, generator: torch.Generator | None,
                device: torch.device | str = "cpu") -> torch.Tensor:
     return sample_t(batch, schedule.T, generator, device)
 
 
-# diffusion.t_sampling: how training draws each sample's t, (schedule, batch, mean, std, generator, device) -> (B,)
-T_SAMPLING: dict[str, Callable[..., torch.Tensor]] = {"uniform": _uniform_t, "lognormal": sample_t_lognormal}
+# diffusion.t_sampling: how training draws each sample's t, (schedule, batch, diffusion config, generator, device)
+# -> (B,). "adaptive" keeps state of its own: AdaptiveT.
+T_SAMPLING: dict[str, Callable[..., torch.Tensor]] = {"uniform": _uniform_t, "lognormal": sample_t_lognormal,
+                                                      "laplace": sample_t_laplace, "logistic": sample_t_logistic}
+
+
+class AdaptiveT:
+    """Importance sampling of t by its running loss (after Nichol & Dhariwal 2021, sec. 3.3, on bins of t).
+
+    1..T is cut into `bins` equal bins. Until every bin has seen `warmup` samples, t is uniform; then bin k is drawn
+    with probability p_k proportional to sqrt(E[loss^2]) in that bin (a running mean over about the last 1 / (1 -
+    decay) of its samples), mixed with `uniform_share` of the uniform density so that no bin starves, and t uniformly
+    within the bin. Each sample's loss is weighted by 1 / (bins p_k), so the objective stays the uniform-t objective;
+    only its variance falls, as the draws go where the loss (and its noise) is largest.
+    """
+
+    def __init__(self, T: int, bins: int = 20, decay: float = 0.99, warmup: int = 10, uniform_share: float = 0.1):
+        bins = min(bins, T)
+        self.T, self.bins, self.decay, self.warmup, self.uniform_share = T, bins, decay, warmup, uniform_share
+        self.edges = torch.tensor([k * T // bins for k in range(bins + 1)])  # bin k holds t - 1 in [e_k, e_k+1)
+        self.uniform = (self.edges[1:] - self.edges[:-1]).double() / T  # each bin's share of uniform t
+        self.mean_sq = torch.zeros(bins, dtype=torch.float64)
+        self.seen = torch.zeros(bins, dtype=torch.int64)
+
+    def bin_of(self, t: torch.Tensor) -> torch.Tensor:
+        return torch.searchsorted(self.edges, t.cpu() - 1, right=True) - 1
+
+    def probs(self) -> torch.Tensor:
+        if bool((self.seen < self.warmup).any()):
+            return self.uniform.clone()
+        p = self.mean_sq.sqrt() * self.uniform  # each t of bin k drawn in proportion to its bin's rms loss
+        if not bool(p.sum() > 0):
+            return self.uniform.clone()
+        return (1.0 - self.uniform_share) * p / p.sum() + self.uniform_share * self.uniform
+
+    def draw(self, batch: int, generator: torch.Generator | None, device: torch.device | str = "cpu"
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(t, importance weight: uniform t's probability of the bin over p_k), both (B,)."""
+        p = self.probs()
+        k = torch.multinomial(p.to(device), batch, replacement=True, generator=generator)
+        lo, hi = self.edges.to(device)[k], self.edges.to(device)[k + 1]
+        u = torch.rand(batch, generator=generator, device=device, dtype=torch.float64)
+        t = lo + 1 + (u * (hi - lo)).long()
+        weight = (self.uniform / p).to(device)[k]
+        return torch.minimum(t, hi), weight.float()
+
+    def observe(self, t: torch.Tensor, losses: torch.Tensor) -> None:
+        """Fold one batch's per-sample losses (before the importance weight) into the running means."""
+        k = self.bin_of(t)
+        sq = losses.detach().double().cpu().pow(2)
+        count = torch.bincount(k, minlength=self.bins)
+        total = torch.zeros(self.bins, dtype=torch.float64).index_add_(0, k, sq)
+        has = count > 0
+        keep = self.decay ** count[has].double()
+        fresh = self.seen[has] == 0  # a bin's first samples set its mean outright
+        keep = torch.where(fresh, torch.zeros_like(keep), keep)
+        self.mean_sq[has] = keep * self.mean_sq[has] + (1 - keep) * total[has] / count[has]
+        self.seen += count
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"mean_sq": self.mean_sq.clone(), "seen": self.seen.clone()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if state["mean_sq"].shape != self.mean_sq.shape:
+            raise ValueError(f"adaptive t state has {len(state['mean_sq'])} bins, this run {self.bins}")
+        self.mean_sq, self.seen = state["mean_sq"].clone().double(), state["seen"].clone().long()
+
+
+class LogVar(torch.nn.Module):
+    """EDM2's learned loss weight (Karras et al. 2024, sec. 5, "uncertainty"): u(sigma), a linear map of fixed random
+    Fourier features of c_noise = ln(sigma / alpha) / 4. The loss becomes w / e^u * loss + u, whose minimum over u is
+    at e^u = w * E[loss | sigma]: every noise level's loss is normalised by its own expected size as training goes."""
+
+    def __init__(self, channels: int = 128, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.register_buffer("freqs", 2 * math.pi * torch.randn(channels, generator=g))
+        self.register_buffer("phases", 2 * math.pi * torch.rand(channels, generator=g))
+        self.linear = torch.nn.Linear(channels, 1)
+        torch.nn.init.zeros_(self.linear.weight)
+        torch.nn.init.zeros_(self.linear.bias)
+
+    def forward(self, log_sigma: torch.Tensor) -> torch.Tensor:
+        feats = torch.cos(log_sigma.float()[:, None] / 4 * self.freqs + self.phases) * math.sqrt(2)
+        return self.linear(feats).squeeze(1)
 
 
 def training_loss(
@@ -178,11 +291,18 @@ def training_loss(
     prediction: Prediction = "eps",
     weighting: Weighting = "simple",
     min_snr_gamma: float = 5.0,
+    sigma_data: float = 0.5,
+    logvar: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    reduce: bool = True,
 ) -> torch.Tensor:
-    """L_simple of Ho et al. 2020, eq. 14, for an eps, x0 or v target; a scalar.
+    """L_simple of Ho et al. 2020, eq. 14, for an eps, x0 or v target; a scalar (reduce=False: per sample, (B,)).
 
-    weighting="min-snr" applies Hang et al. 2023, eq. 11: the per-sample loss weight
-    min(snr_t, gamma) expressed for the chosen target (÷ snr for eps, ÷ (snr + 1) for v).
+    The weight on each sample's x0 error, expressed for the chosen target (PredictionSpec.from_x0_weight):
+    - "simple": none (1 on the target's own error);
+    - "min-snr": min(snr_t, gamma) (Hang et al. 2023, eq. 11);
+    - "edm": lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2 with sigma = sigma_t / alpha_t
+      (Karras et al. 2022, eq. 8 and table 1); with sigma_data = 1 it is the plain v loss;
+    - "uncertainty": EDM's weight divided by e^u(sigma), plus u(sigma), u the learned `logvar` (EDM2, LogVar).
     """
     alpha, sigma = schedule.at(schedule.alpha, t, x0), schedule.at(schedule.sigma, t, x0)
     x_t = alpha * x0 + sigma * eps
@@ -190,9 +310,16 @@ def training_loss(
     spec = prediction_spec(prediction)
     target = spec.target(x0, eps, alpha, sigma)
     per_sample = (out - target).pow(2).flatten(1).mean(1)
-    if weighting == "simple":
-        return per_sample.mean()
-    snr = (alpha / sigma).pow(2).flatten()
-    clipped = snr.clamp(max=min_snr_gamma)
-    weight = spec.min_snr_weight(snr, clipped)
-    return (weight.to(per_sample.dtype) * per_sample).mean()
+    if weighting != "simple":
+        snr = (alpha / sigma).pow(2).flatten().to(per_sample.dtype)
+        if weighting == "min-snr":
+            w_x0 = snr.clamp(max=min_snr_gamma)
+        else:  # EDM's lambda in terms of snr = 1 / sigma^2
+            w_x0 = (1.0 + sigma_data**2 * snr) / sigma_data**2
+        per_sample = spec.from_x0_weight(snr, w_x0) * per_sample
+        if weighting == "uncertainty":
+            if logvar is None:
+                raise ValueError('weighting="uncertainty" needs the learned logvar')
+            u = logvar(-0.5 * snr.log()).to(per_sample.dtype)
+            per_sample = per_sample / u.exp() + u
+    return per_sample.mean() if reduce else per_sample

@@ -30,7 +30,7 @@ from . import distributed
 from .clusters import cluster_counts, cluster_names, fit_clusters
 from .config import Config
 from .data import TensorData, load_dataset
-from .diffusion import T_SAMPLING, training_loss
+from .diffusion import T_SAMPLING, AdaptiveT, LogVar, training_loss
 from .errors import ConfigError, RunError
 from .guidance import drop_labels
 from .prompting import CaptionBatches, encoder_meta
@@ -96,7 +96,8 @@ def _train(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, progress: 
 @dataclass
 class TrainState:
     """What decides the rest of a run besides the weights and the optimizer: the step, the data order and the
-    position in it, the generators every random draw comes from, and the EMA update count (its warmup)."""
+    position in it, the generators every random draw comes from, the EMA update count (its warmup), and with
+    diffusion.t_sampling = "adaptive" the running losses that t is drawn by."""
 
     step: int
     perm: torch.Tensor  # this epoch's order of the items
@@ -105,19 +106,23 @@ class TrainState:
     noise_gen: torch.Generator  # flips, label dropout, t and eps
     ema_updates: int = 0
     caption_gen: torch.Generator | None = None  # text runs: which caption of an item is used
+    adaptive_t: AdaptiveT | None = None  # diffusion.t_sampling = "adaptive"
 
     @classmethod
-    def fresh(cls, n_items: int, seed: int, device: torch.device, caption_gen: torch.Generator | None) -> "TrainState":
+    def fresh(cls, n_items: int, seed: int, device: torch.device, caption_gen: torch.Generator | None,
+              adaptive_t: AdaptiveT | None = None) -> "TrainState":
         index_gen = torch.Generator().manual_seed(seed)
         noise_gen = torch.Generator(device=device).manual_seed(seed + 1)
-        return cls(0, torch.randperm(n_items, generator=index_gen), 0, index_gen, noise_gen, 0, caption_gen)
+        return cls(0, torch.randperm(n_items, generator=index_gen), 0, index_gen, noise_gen, 0, caption_gen,
+                   adaptive_t)
 
     def to_dict(self, opt: torch.optim.Optimizer) -> dict[str, Any]:
         """The checkpoint's state.pt (with the optimizer's state and the global RNG, which dropout draws from)."""
         return {"optimizer": opt.state_dict(), "index_gen": self.index_gen.get_state(),
                 "noise_gen": self.noise_gen.get_state(), "torch_rng": torch.get_rng_state(), "perm": self.perm,
                 "pos": self.pos, "ema_updates": self.ema_updates,
-                **({"caption_gen": self.caption_gen.get_state()} if self.caption_gen is not None else {})}
+                **({"caption_gen": self.caption_gen.get_state()} if self.caption_gen is not None else {}),
+                **({"adaptive_t": self.adaptive_t.state_dict()} if self.adaptive_t is not None else {})}
 
     def load_dict(self, state: dict[str, Any], opt: torch.optim.Optimizer) -> None:
         """Continue from a state.pt: the inverse of to_dict (KeyError / ValueError / RuntimeError if it is not one)."""
@@ -129,17 +134,21 @@ class TrainState:
             self.caption_gen.set_state(state["caption_gen"])
         self.perm, self.pos, self.step = state["perm"], int(state["pos"]), int(state["step"])
         self.ema_updates = int(state["ema_updates"])
+        if self.adaptive_t is not None:
+            self.adaptive_t.load_state_dict(state["adaptive_t"])
 
 
 @dataclass(frozen=True)
 class Batch:
-    """One global batch: x0 (B, ...), labels y (B,) after dropout or None, prompts ctx or None, t (B,), eps."""
+    """One global batch: x0 (B, ...), labels y (B,) after dropout or None, prompts ctx or None, t (B,), eps, and the
+    per-sample loss weights of importance-sampled t (B,) or None."""
 
     x0: torch.Tensor
     y: torch.Tensor | None
     ctx: Any
     t: torch.Tensor
     eps: torch.Tensor
+    t_weight: torch.Tensor | None = None
 
 
 def next_batch(state: TrainState, x_all: torch.Tensor, y_all: torch.Tensor | None, cfg: Config, schedule: Schedule,
@@ -159,36 +168,47 @@ def next_batch(state: TrainState, x_all: torch.Tensor, y_all: torch.Tensor | Non
     if y is not None:  # label dropout also trains the unconditional model used by guidance
         y = drop_labels(y, tc.p_uncond, cfg.model.num_classes, gen)
     ctx = captions(idx, gen) if captions is not None else None  # encoded once per global batch
-    d = cfg.diffusion
-    t = T_SAMPLING[d.t_sampling](schedule, len(idx), d.t_mean, d.t_std, gen, x0.device)
-    return Batch(x0, y, ctx, t, torch.randn(x0.shape, generator=gen, device=x0.device))
+    d, t_weight = cfg.diffusion, None
+    if state.adaptive_t is not None:
+        t, t_weight = state.adaptive_t.draw(len(idx), gen, x0.device)
+    else:
+        t = T_SAMPLING[d.t_sampling](schedule, len(idx), d, gen, x0.device)
+    return Batch(x0, y, ctx, t, torch.randn(x0.shape, generator=gen, device=x0.device), t_weight)
 
 
 def train_step(net: Callable[..., torch.Tensor], model: torch.nn.Module, opt: torch.optim.Optimizer,
-               batch: Batch, cfg: Config, schedule: Schedule, micro_rows: list[slice], bf16: bool, lr: float
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+               batch: Batch, cfg: Config, schedule: Schedule, micro_rows: list[slice], bf16: bool, lr: float,
+               logvar: LogVar | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients of this process's rows of the batch, accumulated over micro-batches and clipped:
-    (its mean loss, the gradient norm). The optimizer step is the caller's, once the step is known finite."""
-    device = batch.x0.device
+    (its mean loss, the gradient norm, every row's own loss). The optimizer step is the caller's, once the step is
+    known finite. Importance-sampled t (batch.t_weight) weighs each row's loss; logvar is EDM2's learned weight."""
+    device, d = batch.x0.device, cfg.diffusion
     for group in opt.param_groups:
         group["lr"] = lr
     opt.zero_grad(set_to_none=True)
     loss = torch.zeros((), device=device)
-    accum = len(micro_rows)
+    accum, rows_loss = len(micro_rows), []
     for k, rows in enumerate(micro_rows):
         # Gradients of (micro-batch mean / grad_accum) add up to those of the batch mean; DDP all-reduces them
         # once, on the last micro-batch.
         with distributed.no_sync(net, sync=k == accum - 1):
             with autocast(bf16, device):
                 call = net if batch.ctx is None else partial(net, context=batch.ctx.select(rows))
-                part = training_loss(call, schedule, batch.x0[rows], batch.t[rows], batch.eps[rows],
-                                     None if batch.y is None else batch.y[rows], prediction=cfg.diffusion.prediction,
-                                     weighting=cfg.diffusion.weighting,
-                                     min_snr_gamma=cfg.diffusion.min_snr_gamma) / accum
+                per_row = training_loss(call, schedule, batch.x0[rows], batch.t[rows], batch.eps[rows],
+                                        None if batch.y is None else batch.y[rows], prediction=d.prediction,
+                                        weighting=d.weighting, min_snr_gamma=d.min_snr_gamma,
+                                        sigma_data=d.sigma_data, logvar=logvar, reduce=False)
+                weighted = per_row if batch.t_weight is None else batch.t_weight[rows] * per_row
+                part = weighted.mean() / accum
             part.backward()
         loss += part.detach()
+        rows_loss.append(per_row.detach())
+    if logvar is not None:  # outside DDP: average its gradient over the processes by hand
+        for p in logvar.parameters():
+            if p.grad is not None:
+                p.grad.copy_(distributed.mean(p.grad))
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip or float("inf"))
-    return loss, grad_norm
+    return loss, grad_norm, torch.cat(rows_loss)
 
 
 def _train_run(cfg: Config, run_dir: Path, resume: bool, progress: bool, log: Callable[[str], None],
@@ -212,13 +232,16 @@ def _train_run(cfg: Config, run_dir: Path, resume: bool, progress: bool, log: Ca
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     net = distributed.wrap(model)  # what the loss calls: DDP(model) under torchrun, which averages gradients
     schedule = schedule_from_config(cfg.diffusion)
-    opt = make_optimizer(model, tc, device)
+    # EDM2's learned loss weight trains beside the network (its state goes in state.pt, not in the weights)
+    logvar = LogVar(seed=tc.seed).to(device) if cfg.diffusion.weighting == "uncertainty" else None
+    opt = make_optimizer(model, tc, device, extra=logvar)
     # All randomness flows from explicit generators whose states are checkpointed.
-    state = TrainState.fresh(len(x_all), tc.seed, device, captions.generator if captions else None)
+    adaptive_t = AdaptiveT(schedule.T) if cfg.diffusion.t_sampling == "adaptive" else None
+    state = TrainState.fresh(len(x_all), tc.seed, device, captions.generator if captions else None, adaptive_t)
     if resume:
         if main:  # before reading the checkpoint: a run another process is writing is refused, not half-read
             held.enter_context(run_lock(run_dir))
-        _resume(run_dir, model, ema, opt, state, len(x_all), data.name)
+        _resume(run_dir, model, ema, opt, state, len(x_all), data.name, logvar)
         if state.step >= tc.steps:
             log(f"{run_dir} is already at its last step ({state.step} of train.steps={tc.steps}); nothing to train. "
                 f"Extend it with: ddpmlab train --resume {run_dir} --set train.steps={2 * state.step}")
@@ -236,7 +259,7 @@ def _train_run(cfg: Config, run_dir: Path, resume: bool, progress: bool, log: Ca
     # This process's rows of every global batch, cut into grad_accum micro-batches.
     first = distributed.shard(tc.batch_size).start
     job = _Job(cfg, run_dir, model, ema, net, opt, schedule, data, x_all, y_all, captions, bf16,
-               [slice(first + k * micro, first + (k + 1) * micro) for k in range(tc.grad_accum)], main, log)
+               [slice(first + k * micro, first + (k + 1) * micro) for k in range(tc.grad_accum)], main, log, logvar)
     start_step, t_start = state.step, time.monotonic()
     metrics = MetricsLog(run_dir, cfg, device, tqdm(total=tc.steps, initial=state.step, disable=not progress,
                                                     unit="step", dynamic_ncols=True), write=main)
@@ -273,10 +296,14 @@ class _Job:
     micro_rows: list[slice]  # this process's rows of each global batch, one slice per micro-batch
     main: bool
     log: Callable[[str], None]
+    logvar: LogVar | None = None  # diffusion.weighting = "uncertainty"
 
     def save(self, state: TrainState) -> None:
         if self.main:
-            _save(self.run_dir, self.model, self.ema, state.to_dict(self.opt), state.step, self.cfg.train.keep)
+            saved = state.to_dict(self.opt)
+            if self.logvar is not None:
+                saved["logvar"] = {k: v.detach().cpu() for k, v in self.logvar.state_dict().items()}
+            _save(self.run_dir, self.model, self.ema, saved, state.step, self.cfg.train.keep)
 
 
 def _loop(job: _Job, state: TrainState, metrics: MetricsLog, t_start: float) -> bool:
@@ -290,8 +317,8 @@ def _loop(job: _Job, state: TrainState, metrics: MetricsLog, t_start: float) -> 
             while state.step < tc.steps:
                 batch = next_batch(state, job.x_all, job.y_all, cfg, job.schedule, job.captions)
                 lr = lr_at(cfg, state.step, budget.end)
-                loss, grad_norm = train_step(job.net, job.model, job.opt, batch, cfg, job.schedule, job.micro_rows,
-                                             job.bf16, lr)
+                loss, grad_norm, rows_loss = train_step(job.net, job.model, job.opt, batch, cfg, job.schedule,
+                                                        job.micro_rows, job.bf16, lr, job.logvar)
                 state.step += 1
                 metrics.bar.update(1)
                 budget.update(state.step, time.monotonic())
@@ -305,6 +332,8 @@ def _loop(job: _Job, state: TrainState, metrics: MetricsLog, t_start: float) -> 
                     _check_nonfinite(tc, state.step, not torch.isfinite(loss), bad_in_row, metrics.skipped, log)
                     continue
                 bad_in_row = 0
+                if state.adaptive_t is not None:  # every process folds in the whole batch's losses
+                    state.adaptive_t.observe(batch.t, distributed.gather_shards(rows_loss, tc.batch_size))
                 job.opt.step()
                 ema_update(job.ema, job.model, ema_decay_at(tc, state.ema_updates))
                 state.ema_updates += 1
@@ -368,13 +397,16 @@ def _with_clusters(cfg: Config, data: TensorData, resumed: Path | None, log: Cal
 
 
 def _resume(run_dir: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer,
-            state: TrainState, n_items: int, data_name: str) -> None:
+            state: TrainState, n_items: int, data_name: str, logvar: LogVar | None = None) -> None:
     """Load the latest checkpoint's weights, optimizer and TrainState; refuse a state of another run or data."""
     source = ckpt.latest_checkpoint(run_dir)
     ckpt.load_weights(source / ckpt.MODEL, model)
     ckpt.load_weights(source / ckpt.EMA, ema)
     try:
-        state.load_dict(ckpt.load_state(source), opt)
+        saved = ckpt.load_state(source)
+        if logvar is not None:
+            logvar.load_state_dict(saved["logvar"])
+        state.load_dict(saved, opt)
     except (KeyError, ValueError, RuntimeError) as exc:
         raise RunError(f"{run_dir / ckpt.STATE} does not belong to this run ({exc}); start a new run") from None
     if len(state.perm) != n_items:
