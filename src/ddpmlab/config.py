@@ -60,11 +60,11 @@ class DiffusionConfig:
     beta_start: float = 0.0  # linear only; 0 means 1e-4 * 1000 / T
     beta_end: float = 0.0  # linear only; 0 means 0.02 * 1000 / T
     a: float = 0.9  # geometric only: alpha_bar_t = a^t
-    prediction: Literal["eps", "x0", "v"] = "eps"
+    prediction: Literal["eps", "x0", "v", "edm"] = "eps"  # edm: EDM's preconditioning with sigma_data
     # the loss weight: none, min(snr, gamma), EDM's lambda(sigma), or that over EDM2's learned e^u(sigma) plus u
     weighting: Literal["simple", "min-snr", "edm", "uncertainty"] = "simple"
     min_snr_gamma: float = 5.0  # min-snr only
-    sigma_data: float = 0.5  # edm and uncertainty only: the data's standard deviation in EDM's lambda
+    sigma_data: float = 0.5  # weighting edm / uncertainty and prediction edm only: the data's standard deviation
     # training t: uniform; ln(sigma/alpha) ~ N(t_mean, t_std); log-SNR ~ Laplace or logistic(t_loc, t_scale); or
     # importance-sampled by each range of t's running loss (the uniform objective, reweighted)
     t_sampling: Literal["uniform", "lognormal", "laplace", "logistic", "adaptive"] = "uniform"
@@ -275,8 +275,9 @@ def _validate_choices(cfg: Config) -> None:
               d.t_sampling in ("laplace", "logistic")),
              ("diffusion.min_snr_gamma", d.min_snr_gamma, 5.0, 'diffusion.weighting = "min-snr"',
               d.weighting == "min-snr"),
-             ("diffusion.sigma_data", d.sigma_data, 0.5, 'diffusion.weighting = "edm" or "uncertainty"',
-              d.weighting in ("edm", "uncertainty")),
+             ("diffusion.sigma_data", d.sigma_data, 0.5,
+              'diffusion.weighting = "edm" or "uncertainty", or diffusion.prediction = "edm"',
+              d.weighting in ("edm", "uncertainty") or d.prediction == "edm"),
              ("train.ema_sigma_rel", tc.ema_sigma_rel, 0.1, 'train.ema = "power"', tc.ema == "power"),
              ("train.ema_decay", tc.ema_decay, 0.999, 'train.ema = "constant"', tc.ema == "constant")]
     for key, value, default, owner, chosen in owned:

@@ -22,7 +22,7 @@ from .schedules import Schedule
 if TYPE_CHECKING:
     from .config import DiffusionConfig
 
-Prediction = Literal["eps", "x0", "v"]
+Prediction = Literal["eps", "x0", "v", "edm"]
 Weighting = Literal["simple", "min-snr", "edm", "uncertainty"]
 
 
@@ -89,6 +89,7 @@ class PredictionSpec(NamedTuple):
     target: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x0, eps, a, s)
     split: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], Denoised]  # (out, x_t, a, s)
     from_x0_weight: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (snr, weight on the x0 error)
+    c_in: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None  # (a, s): the network sees c_in x_t
 
 
 PREDICTIONS: dict[str, PredictionSpec] = {
@@ -104,17 +105,54 @@ PREDICTIONS: dict[str, PredictionSpec] = {
 }
 
 
-def prediction_spec(prediction: str) -> PredictionSpec:
+def edm_spec(sigma_data: float) -> PredictionSpec:
+    """EDM's preconditioning (Karras et al. 2022, eq. 7 and table 1) in this module's variance-preserving x_t.
+
+    EDM writes the noisy image as x = x_t / alpha_t at noise level s = sigma_t / alpha_t and its denoiser as
+    D = c_skip x + c_out F(c_in x), with c_skip = sd^2 / (s^2 + sd^2), c_out = s sd / sqrt(s^2 + sd^2) and
+    c_in = 1 / sqrt(s^2 + sd^2) (sd = sigma_data). In x_t the network sees x_t / sqrt(sigma^2 + alpha^2 sd^2), an
+    input of the same variance at every t, and D = sd^2 alpha / (sigma^2 + alpha^2 sd^2) x_t + sigma sd /
+    sqrt(sigma^2 + alpha^2 sd^2) F, so F's target is (x0 - c_skip x) / c_out. EDM's lambda(sigma) makes the x0 loss
+    the plain loss on F. With sd = 1 this is v-prediction with its sign flipped (F = -v). c_noise is the network's
+    own embedding of t.
+    """
+    sd2 = sigma_data**2
+
+    def norm(a: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        return (s * s + a * a * sd2).sqrt()
+
+    def skip_out(a: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = norm(a, s)
+        return sd2 * a / (n * n), s * sigma_data / n
+
+    def target(x0: torch.Tensor, eps: torch.Tensor, a: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        skip, c_out = skip_out(a, s)
+        return (x0 - skip * (a * x0 + s * eps)) / c_out
+
+    def split(out: torch.Tensor, x_t: torch.Tensor, a: torch.Tensor, s: torch.Tensor) -> Denoised:
+        skip, c_out = skip_out(a, s)
+        x0 = skip * x_t + c_out * out
+        return Denoised(x0, x0_to_eps(x_t, x0, a, s))
+
+    # the x0 error is c_out times F's: c_out^2 = sd^2 / (1 + snr sd^2)
+    return PredictionSpec(target, split, lambda snr, w: w * sd2 / (1.0 + snr * sd2), lambda a, s: 1.0 / norm(a, s))
+
+
+def prediction_spec(prediction: str, sigma_data: float = 0.5) -> PredictionSpec:
+    """The spec of an eps, x0, v or EDM-preconditioned network (edm: with the data's standard deviation sigma_data)."""
+    if prediction == "edm":
+        return edm_spec(sigma_data)
     if prediction not in PREDICTIONS:
-        raise ValueError(f"unknown prediction {prediction!r}; choose one of {', '.join(PREDICTIONS)}")
+        raise ValueError(f"unknown prediction {prediction!r}; choose one of {', '.join(PREDICTIONS)}, edm")
     return PREDICTIONS[prediction]
 
 
 def split_prediction(
-    prediction: Prediction, out: torch.Tensor, x_t: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor
+    prediction: Prediction, out: torch.Tensor, x_t: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor,
+    sigma_data: float = 0.5,
 ) -> Denoised:
     """Turn the network output for the configured target into both x0 and eps estimates."""
-    return prediction_spec(prediction).split(out, x_t, alpha, sigma)
+    return prediction_spec(prediction, sigma_data).split(out, x_t, alpha, sigma)
 
 
 def make_denoiser(
@@ -124,18 +162,21 @@ def make_denoiser(
     *,
     y: torch.Tensor | None = None,
     clip: float | None = None,
+    sigma_data: float = 0.5,
 ) -> Denoiser:
     """Wrap a network `model(x_t, t, y)` into a Denoiser; optionally clip x0 to [-clip, clip].
 
     The conversions run in x_t's dtype (float32 or float64), whatever precision the network computes in.
+    sigma_data: the data's standard deviation of an EDM-preconditioned network (prediction "edm").
     """
 
-    split = prediction_spec(prediction).split
+    spec = prediction_spec(prediction, sigma_data)
+    split, c_in = spec.split, spec.c_in
 
     def denoise(x_t: torch.Tensor, t: torch.Tensor) -> Denoised:
         alpha, sigma = schedule.at(schedule.alpha, t, x_t), schedule.at(schedule.sigma, t, x_t)
         labels = y if y is None or y.shape[0] == x_t.shape[0] else y.repeat(x_t.shape[0] // y.shape[0])
-        out = model(x_t, t, labels).to(x_t.dtype)
+        out = model(x_t if c_in is None else c_in(alpha, sigma) * x_t, t, labels).to(x_t.dtype)
         x0, eps = split(out, x_t, alpha, sigma)
         if clip is not None:
             x0 = x0.clamp(-clip, clip)
@@ -295,7 +336,7 @@ def training_loss(
     logvar: Callable[[torch.Tensor], torch.Tensor] | None = None,
     reduce: bool = True,
 ) -> torch.Tensor:
-    """L_simple of Ho et al. 2020, eq. 14, for an eps, x0 or v target; a scalar (reduce=False: per sample, (B,)).
+    """L_simple of Ho et al. 2020, eq. 14, for an eps, x0, v or EDM-preconditioned target; a scalar (reduce=False: per sample, (B,)).
 
     The weight on each sample's x0 error, expressed for the chosen target (PredictionSpec.from_x0_weight):
     - "simple": none (1 on the target's own error);
@@ -306,8 +347,8 @@ def training_loss(
     """
     alpha, sigma = schedule.at(schedule.alpha, t, x0), schedule.at(schedule.sigma, t, x0)
     x_t = alpha * x0 + sigma * eps
-    out = model(x_t, t, y).float()
-    spec = prediction_spec(prediction)
+    spec = prediction_spec(prediction, sigma_data)
+    out = model(x_t if spec.c_in is None else spec.c_in(alpha, sigma) * x_t, t, y).float()
     target = spec.target(x0, eps, alpha, sigma)
     per_sample = (out - target).pow(2).flatten(1).mean(1)
     if weighting != "simple":

@@ -35,7 +35,7 @@ def evaluate_nll(run: Run, n: int = 500, *, timesteps: int | None = None, varian
     k = run.cfg.model.num_classes
     null = torch.tensor([k], device=run.device) if k else None  # one label, repeated to every batch
     net = make_denoiser(run.model, run.schedule, run.cfg.diffusion.prediction, y=null,
-                        clip=1.0 if run.cfg.sample.clip else None)
+                        clip=1.0 if run.cfg.sample.clip else None, sigma_data=run.cfg.diffusion.sigma_data)
 
     def denoise(x_t: torch.Tensor, t: torch.Tensor) -> Denoised:
         out = net(x_t.to(run.device), t.to(run.device))

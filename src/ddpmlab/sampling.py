@@ -226,7 +226,7 @@ def denoiser_for(run: Run, labels: torch.Tensor | None, context: TextContext | N
             part = limit(prompted(model, rows, guidance), prompted(model, rows)) if guidance else prompted(model, rows)
             part = _autocast(part, run.device) if bf16 else part
         return make_denoiser(part, run.schedule, cfg.diffusion.prediction, y=None if labels is None else labels[sl],
-                             clip=clip)
+                             clip=clip, sigma_data=cfg.diffusion.sigma_data)
 
     return for_slice
 
