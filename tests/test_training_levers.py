@@ -152,3 +152,14 @@ def test_a_setting_of_a_choice_not_taken_is_refused(setting, owner):
         build_config("mnist", None, overrides)
     with pytest.raises(ConfigError, match="diffusion.t_scale"):
         build_config("mnist", None, ["diffusion.t_sampling='laplace'", "diffusion.t_scale=0"])
+
+
+def test_adam_beta2_reaches_the_optimizer():
+    from ddpmlab.optim import make_optimizer
+
+    tc = build_config("mnist", None, ["train.adam_beta2=0.99"]).train
+    opt = make_optimizer(torch.nn.Linear(2, 2), tc, torch.device("cpu"), extra=LogVar())
+    assert opt.param_groups[0]["betas"] == (0.9, 0.99)
+    assert sum(p.numel() for p in opt.param_groups[0]["params"]) == 6 + 129  # the linear layer and LogVar's
+    with pytest.raises(ConfigError, match=r"train.adam_beta2 must lie in \[0, 1\)"):
+        build_config("mnist", None, ["train.adam_beta2=1.0"])

@@ -79,6 +79,7 @@ class TrainConfig:
     steps: int = 2000
     batch_size: int = 64
     lr: float = 1e-3
+    adam_beta2: float = 0.999  # AdamW's second-moment decay (the first is 0.9)
     weight_decay: float = 0.0
     warmup: int = 100  # linear learning-rate warmup steps
     lr_schedule: Literal["constant", "cosine"] = "constant"
@@ -148,7 +149,7 @@ _NON_NEGATIVE = {
     "train.seed", "sample.seed", "train.min_lr_ratio", "sample.eta", "sample.s_churn", "sample.guidance",
     "model.context_dim", "data.clusters",
 }
-_UNIT_INTERVAL = {"train.ema_decay", "train.p_uncond", "model.dropout", "train.guide_at"}
+_UNIT_INTERVAL = {"train.adam_beta2", "train.ema_decay", "train.p_uncond", "model.dropout", "train.guide_at"}
 
 
 def preset_names() -> list[str]:

@@ -30,7 +30,7 @@ def make_optimizer(model: torch.nn.Module, tc: TrainConfig, device: torch.device
     """AdamW with the fused kernel where torch has one: one pass over all parameters, 2.6x faster than the
     per-tensor loop on CPU (benchmarks/RESULTS.md). extra: a module trained beside the model (EDM2's LogVar)."""
     params = list(model.parameters()) + (list(extra.parameters()) if extra is not None else [])
-    return torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay,
+    return torch.optim.AdamW(params, lr=tc.lr, betas=(0.9, tc.adam_beta2), weight_decay=tc.weight_decay,
                              fused=True if device.type in ("cpu", "cuda") else None)
 
 
