@@ -274,7 +274,8 @@ class AdaptiveT:
         """(t, importance weight: uniform t's probability of the bin over p_k), both (B,)."""
         p = self.probs()
         k = torch.multinomial(p.to(device), batch, replacement=True, generator=generator)
-        lo, hi = self.edges.to(device)[k], self.edges.to(device)[k + 1]
+        edges = self.edges.to(device)
+        lo, hi = edges[k], edges[k + 1]
         u = torch.rand(batch, generator=generator, device=device, dtype=torch.float64)
         t = lo + 1 + (u * (hi - lo)).long()
         weight = (self.uniform / p).to(device)[k]
