@@ -71,7 +71,8 @@ def _zero(x, t, y=None):
 def _per_sample(**kw):
     s = make_schedule("cosine", 1000)
     gen = torch.Generator().manual_seed(1)
-    x0, eps = torch.randn(4, 8, generator=gen, dtype=torch.float64), torch.randn(4, 8, generator=gen, dtype=torch.float64)
+    x0 = torch.randn(4, 8, generator=gen, dtype=torch.float64)
+    eps = torch.randn(4, 8, generator=gen, dtype=torch.float64)
     t = torch.tensor([10, 200, 600, 950])
     return s, x0, eps, t, training_loss(_zero, s, x0, t, eps, reduce=False, **kw)
 

@@ -243,11 +243,12 @@ T_SAMPLING: dict[str, Callable[..., torch.Tensor]] = {"uniform": _uniform_t, "lo
 class AdaptiveT:
     """Importance sampling of t by its running loss (after Nichol & Dhariwal 2021, sec. 3.3, on bins of t).
 
-    1..T is cut into `bins` equal bins. Until every bin has seen `warmup` samples, t is uniform; then bin k is drawn
-    with probability p_k proportional to sqrt(E[loss^2]) in that bin (a running mean over about the last 1 / (1 -
-    decay) of its samples), mixed with `uniform_share` of the uniform density so that no bin starves, and t uniformly
-    within the bin. Each sample's loss is weighted by 1 / (bins p_k), so the objective stays the uniform-t objective;
-    only its variance falls, as the draws go where the loss (and its noise) is largest.
+    1..T is cut into `bins` bins of (nearly) equal width. Until every bin has seen `warmup` samples, t is uniform;
+    then bin k is drawn with probability p_k proportional to its width times sqrt(E[loss^2]) in it (a running mean over
+    about the last 1 / (1 - decay) of its samples), mixed with `uniform_share` of the uniform density so that no bin
+    starves, and t uniformly within the bin. Each sample's loss is weighted by (the bin's share under uniform t) / p_k,
+    so the objective stays the uniform-t objective; only its variance falls, as the draws go where the loss (and its
+    noise) is largest.
     """
 
     def __init__(self, T: int, bins: int = 20, decay: float = 0.99, warmup: int = 10, uniform_share: float = 0.1):
@@ -277,9 +278,9 @@ class AdaptiveT:
         edges = self.edges.to(device)
         lo, hi = edges[k], edges[k + 1]
         u = torch.rand(batch, generator=generator, device=device, dtype=torch.float64)
-        t = lo + 1 + (u * (hi - lo)).long()
+        t = lo + 1 + (u * (hi - lo)).long()  # u < 1: t - 1 stays below hi
         weight = (self.uniform / p).to(device)[k]
-        return torch.minimum(t, hi), weight.float()
+        return t, weight.float()
 
     def observe(self, t: torch.Tensor, losses: torch.Tensor) -> None:
         """Fold one batch's per-sample losses (before the importance weight) into the running means."""
@@ -337,7 +338,8 @@ def training_loss(
     logvar: Callable[[torch.Tensor], torch.Tensor] | None = None,
     reduce: bool = True,
 ) -> torch.Tensor:
-    """L_simple of Ho et al. 2020, eq. 14, for an eps, x0, v or EDM-preconditioned target; a scalar (reduce=False: per sample, (B,)).
+    """L_simple of Ho et al. 2020, eq. 14, for an eps, x0, v or EDM-preconditioned target; a scalar
+    (reduce=False: per sample, (B,)).
 
     The weight on each sample's x0 error, expressed for the chosen target (PredictionSpec.from_x0_weight):
     - "simple": none (1 on the target's own error);
