@@ -3,6 +3,8 @@
     ddpmlab train --preset fashion-mnist-text --minutes 12 --out runs/fashion-mnist-text
     ddpmlab train --preset emoji-text --minutes 30 --out runs/emoji-text          # optional, for --emoji-run
     python benchmarks/spacing_trained.py --text-run runs/fashion-mnist-text [--emoji-run runs/emoji-text]
+    python benchmarks/spacing_trained.py --rows rho-window --text-run runs/fashion-mnist-text --moons-run runs/moons \
+        --out benchmarks/results/spacing_trained_rho.json
 
 `sampler_oracle.py` scores solvers against the exact ODE of Gaussian mixtures, where a network makes no error. Taken
 on the cosine schedule alone, its worst-case choice would be evenly spaced t (trailing, or linspace for Heun) for
@@ -10,7 +12,10 @@ most samplers at few steps. This script asks whether that holds on trained netwo
 below it samples the same seeds with each spacing from a templated text run (`--per-prompt` samples for each of
 its 20 held-out phrasings, at the run's guidance) and scores FID and KID in the shipped classifier's features
 against the test set, and the classifier's accuracy against the prompt's garment; with --emoji-run, also the
-retrieval score (MRR at w = 3, 8 samples for each of 32 prompts) of the `dpmpp-2m` rows. Results:
+retrieval score (MRR at w = 3, 8 samples for each of 32 prompts) of the `dpmpp-2m` rows. `--rows rho-window` runs
+the multistep solvers at 5-20 steps with rho-window beside the spacing `auto` took before it (and trailing for
+`unipc-3`) instead (`--samplers` keeps some of them, `--steps` some step counts); `--moons-run` adds a linear-schedule
+network (the `moons` preset, T = 100): energy distance of 2,000 samples to fresh points, median of 3 seeds. Results:
 benchmarks/RESULTS.md, section 5b; JSON: --out.
 """
 
@@ -31,9 +36,17 @@ ROWS = (  # (sampler, steps, spacings): auto's choice first
     ("ddim", 20, ("quadratic", "trailing")),
     ("heun", 10, ("quadratic", "linspace")),
 )
+RHO_ROWS = (  # rho-window beside the spacings auto took before it (and trailing for unipc-3)
+    *(("unipc-3", steps, ("logsnr-window", "trailing", "rho-window")) for steps in (5, 8, 10, 15, 20)),
+    *(("unipc-2", steps, ("logsnr-window" if steps <= 17 else "quadratic", "rho-window"))
+      for steps in (5, 8, 10, 15, 20)),
+    *(("dpmpp-2m", steps, ("logsnr-window", "rho-window")) for steps in (5, 8, 10, 15, 20)),
+    *(("dpmpp-3m", steps, ("trailing" if steps <= 9 else "logsnr-window", "rho-window"))
+      for steps in (5, 8, 10, 15, 20)),
+)
 
 
-def templated(run_dir: str, per_prompt: int) -> dict[str, dict[str, float]]:
+def templated(run_dir: str, per_prompt: int, rows=ROWS) -> dict[str, dict[str, float]]:
     from ddpmlab.evaluate import Scorer, default_cache_dir
     from ddpmlab.metrics.alignment import _classify, eval_prompts
     from ddpmlab.sampling import load_run, sample, with_sample_settings
@@ -43,7 +56,7 @@ def templated(run_dir: str, per_prompt: int) -> dict[str, dict[str, float]]:
     want = torch.tensor(classes).repeat_interleave(per_prompt)
     scorer = Scorer(base, len(want), "auto", None, 0, default_cache_dir(), print)
     out = {}
-    for sampler, steps, spacings in ROWS:
+    for sampler, steps, spacings in rows:
         for spacing in spacings:
             run = with_sample_settings(base, sampler=sampler, steps=steps, spacing=spacing, seed=0)
             t = time.perf_counter()
@@ -71,15 +84,54 @@ def retrieval(run_dir: str) -> dict[str, dict[str, float]]:
     return out
 
 
+def moons(run_dir: str, rows) -> dict[str, dict[str, float]]:
+    import statistics
+
+    from ddpmlab.data import toy_points
+    from ddpmlab.samplers.oracle import energy_distance
+    from ddpmlab.sampling import load_run, sample, with_sample_settings
+
+    base = load_run(run_dir)
+    fresh = [toy_points(base.cfg.data.name, 2000, seed=1000 + s)[0].double() for s in range(3)]
+    floor = statistics.median(energy_distance(fresh[s], toy_points(base.cfg.data.name, 2000, seed=1500 + s)[0].double())
+                              for s in range(3))
+    out = {"floor": {"energy_distance": floor}}
+    for sampler, steps, spacings in rows:
+        for spacing in spacings:
+            run = with_sample_settings(base, sampler=sampler, steps=steps, spacing=spacing)
+            ed = statistics.median(energy_distance(sample(with_sample_settings(run, seed=s), 2000).double(), fresh[s])
+                                   for s in range(3))
+            out[f"{sampler}/{steps}/{spacing}"] = {"energy_distance": ed}
+            print(f"moons {sampler} {steps} steps {spacing}: energy distance {ed:.5f} ({ed / floor:.1f}x floor)",
+                  flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--text-run", required=True, help="a run of the fashion-mnist-text preset")
+    ap.add_argument("--text-run", help="a run of the fashion-mnist-text preset")
     ap.add_argument("--emoji-run", help="a run of the emoji-text preset")
     ap.add_argument("--per-prompt", type=int, default=100, help="samples per held-out phrasing (20 phrasings)")
+    ap.add_argument("--moons-run", help="a run of the moons preset (linear schedule)")
+    ap.add_argument("--rows", choices=["auto-vs-oracle", "rho-window"], default="auto-vs-oracle",
+                    help="the rows of section 5b, or unipc-3 at 5-20 steps with rho-window beside its neighbours")
+    ap.add_argument("--samplers", help="comma-separated: only the rows of these samplers")
+    ap.add_argument("--steps", help="comma-separated: only the rows of these step counts")
     ap.add_argument("--out", default="benchmarks/results/spacing_trained.json")
     args = ap.parse_args()
+    if not (args.text_run or args.moons_run):
+        ap.error("give --text-run, --moons-run or both")
     torch.manual_seed(0)
-    result = {"templated": templated(args.text_run, args.per_prompt)}
+    rows = ROWS if args.rows == "auto-vs-oracle" else RHO_ROWS
+    if args.samplers:
+        rows = tuple(row for row in rows if row[0] in args.samplers.split(","))
+    if args.steps:
+        rows = tuple(row for row in rows if str(row[1]) in args.steps.split(","))
+    result = {}
+    if args.moons_run:
+        result["moons"] = moons(args.moons_run, rows)
+    if args.text_run:
+        result["templated"] = templated(args.text_run, args.per_prompt, rows)
     if args.emoji_run:
         result["retrieval"] = retrieval(args.emoji_run)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")

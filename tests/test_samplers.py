@@ -18,7 +18,7 @@ from ddpmlab.samplers.common import step_pairs
 from ddpmlab.samplers.karras import heun_evaluations
 from ddpmlab.samplers.oracle import GaussianMixture, energy_distance, oracle_denoiser
 from ddpmlab.samplers.unipc import sample_unipc
-from ddpmlab.schedules import Schedule, logsnr_window, make_schedule, spaced_timesteps
+from ddpmlab.schedules import Schedule, karras_sigmas, logsnr_window, make_schedule, spaced_timesteps
 
 MIX = GaussianMixture.ring(k=8, radius=2.0, std=0.15)
 SCHED = make_schedule("linear", 1000)
@@ -347,12 +347,12 @@ def test_auto_spacing_starts_at_T_and_keeps_the_full_chain(name):
 
 
 def test_auto_spacing_follows_the_step_count():
-    assert [resolve_spacing("dpmpp-2m", "auto", k, 1000) for k in (5, 20, 21, 50)] == [
-        "logsnr-window", "logsnr-window", "logsnr", "logsnr"]
-    assert [resolve_spacing("dpmpp-3m", "auto", k, 1000) for k in (9, 10, 21, 50)] == [
-        "trailing", "logsnr-window", "logsnr", "karras"]
-    assert [resolve_spacing("unipc-3", "auto", k, 1000) for k in (5, 8, 10, 31)] == [
-        "logsnr-window", "trailing", "logsnr-window", "quadratic"]
+    assert [resolve_spacing("dpmpp-2m", "auto", k, 1000) for k in (5, 8, 10, 20, 21, 50)] == [
+        "logsnr-window", "rho-window", "logsnr-window", "logsnr-window", "logsnr", "logsnr"]
+    assert [resolve_spacing("dpmpp-3m", "auto", k, 1000) for k in (5, 9, 10, 21, 50)] == [
+        "rho-window", "trailing", "logsnr-window", "logsnr", "karras"]
+    assert [resolve_spacing("unipc-3", "auto", k, 1000) for k in (5, 8, 10, 20, 31)] == [
+        "logsnr-window", "rho-window", "logsnr-window", "logsnr-window", "quadratic"]
     assert [resolve_spacing("ddim", "auto", k, 1000) for k in (10, 11)] == ["trailing", "quadratic"]
 
 
@@ -454,6 +454,42 @@ def test_unipc_refuses_an_order_or_variant_it_does_not_have():
 
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_unipc3_auto_at_8_steps_beats_trailing_and_logsnr_window_on_the_wide_ring(schedule):
+    # Third-order UniPC on the log-uniform window was 1.6x further from the exact ODE of the wide ring at 8 steps
+    # than at 5, and trailing (auto's earlier choice at 8) 2x; auto now takes rho-window there.
+    sched = make_schedule(schedule, 1000)
+    oracle = oracle_denoiser(GaussianMixture.ring(4, 1.5, 0.5), sched)
+    x_T = _noise(400, 5)
+    exact = sample_dpmpp_3m(oracle, x_T, sched, spaced_timesteps(sched, 400, "logsnr"))
+
+    def error(spacing: str) -> float:
+        out = sample_unipc(oracle, x_T, sched, spaced_timesteps(sched, 8, spacing), order=3)
+        return float((out - exact).norm(dim=1).mean())
+
+    auto = error(resolve_spacing("unipc-3", "auto", 8, sched.T))
+    assert auto < 0.7 * error("trailing") and auto < 0.5 * error("logsnr-window")
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_rho_window_spacing_follows_karras_eq5_with_negative_rho_over_the_window(schedule):
+    sched = make_schedule(schedule, 1000)
+    ve = sched.sigma / sched.alpha
+    for steps in (5, 8, 20):
+        ts = spaced_timesteps(sched, steps, "rho-window")
+        lo, hi = logsnr_window(sched, steps)
+        assert int(ts[0]) == sched.T and len(ts) == steps and torch.all(ts[1:] < ts[:-1])
+        # every level after t = T is the t nearest (in log sigma) to Karras's eq. 5 with rho = -7 over the window
+        target = karras_sigmas(lo, hi, steps, rho=-7.0)[1:].log()
+        got = ve[ts[1:]].log()
+        gap = (ve[1:].log() - ve[:-1].log())[ts[1:] - 1].abs()
+        assert torch.all((got - target).abs() <= gap), (got, target)
+        # its log-SNR steps shrink towards low noise, where logsnr-window's are all equal
+        steps_log = -torch.diff(karras_sigmas(lo, hi, steps, rho=-7.0).log())
+        assert torch.all(steps_log[1:] < steps_log[:-1])
+        assert int(spaced_timesteps(sched, steps, "logsnr-window")[-1]) == int(ts[-1])  # the same bottom
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
 def test_logsnr_window_spacing_is_log_uniform_over_a_window_set_by_the_step_count(schedule):
     sched = make_schedule(schedule, 1000)
     ve = sched.sigma / sched.alpha  # sigma_t / alpha_t, indexed by t
@@ -472,3 +508,18 @@ def test_logsnr_window_spacing_is_log_uniform_over_a_window_set_by_the_step_coun
     assert lasts == sorted(lasts, reverse=True) and lasts[0] > 30 and lasts[-1] == 1
     # with many steps the window is logsnr's whole range
     assert torch.equal(spaced_timesteps(sched, 40, "logsnr-window"), spaced_timesteps(sched, 40, "logsnr"))
+
+
+def test_every_spacing_is_offered_by_the_cli_and_the_config():
+    import dataclasses
+    import typing
+
+    from ddpmlab.cli.parser import build_parser
+    from ddpmlab.config import SampleConfig
+    from ddpmlab.schedules import SPACINGS
+
+    field = next(f for f in dataclasses.fields(SampleConfig) if f.name == "spacing")
+    assert list(typing.get_args(typing.get_type_hints(SampleConfig)[field.name])) == ["auto", *SPACINGS]
+    sample = build_parser()._subparsers._group_actions[0].choices["sample"]
+    choices = next(a.choices for a in sample._actions if a.dest == "spacing")
+    assert list(choices) == ["auto", *SPACINGS]

@@ -150,7 +150,7 @@ def _sample_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> 
     text_options(p, several=True)
     p.add_argument("--variance", choices=["beta", "posterior"], help="ddpm only: sigma_t^2 = beta_t or beta-tilde_t")
     p.add_argument("--spacing", choices=["auto", "leading", "trailing", "linspace", "quadratic", "karras", "logsnr",
-                   "logsnr-window"],
+                   "logsnr-window", "rho-window"],
                    help="timestep spacing (default: the sampler's own, see README)")
     p.add_argument("--eta", type=float, help="ddim only: stochasticity (0 deterministic, 1 ancestral)")
     p.add_argument("--churn", type=float, help="heun only: stochastic churn S_churn (Karras et al. 2022)")
