@@ -15,8 +15,9 @@ against the test set, and the classifier's accuracy against the prompt's garment
 retrieval score (MRR at w = 3, 8 samples for each of 32 prompts) of the `dpmpp-2m` rows. `--rows rho-window` runs
 the multistep solvers at 5-20 steps with rho-window beside the spacing `auto` took before it (and trailing for
 `unipc-3`) instead (`--samplers` keeps some of them, `--steps` some step counts); `--moons-run` adds a linear-schedule
-network (the `moons` preset, T = 100): energy distance of 2,000 samples to fresh points, median of 3 seeds. Results:
-benchmarks/RESULTS.md, section 5b; JSON: --out.
+network (the `moons` preset, T = 100): energy distance of 2,000 samples to fresh points, median of 3 seeds, with the
+network evaluations each spacing really takes (at T = 100 levels can merge). Results: benchmarks/RESULTS.md,
+sections 5b and 5c; JSON: --out (by default spacing_trained.json, or spacing_trained_rho.json with --rows rho-window).
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def moons(run_dir: str, rows) -> dict[str, dict[str, float]]:
 
     from ddpmlab.data import toy_points
     from ddpmlab.samplers.oracle import energy_distance
-    from ddpmlab.sampling import load_run, sample, with_sample_settings
+    from ddpmlab.sampling import load_run, sample, timesteps_of, with_sample_settings
 
     base = load_run(run_dir)
     fresh = [toy_points(base.cfg.data.name, 2000, seed=1000 + s)[0].double() for s in range(3)]
@@ -101,9 +102,10 @@ def moons(run_dir: str, rows) -> dict[str, dict[str, float]]:
             run = with_sample_settings(base, sampler=sampler, steps=steps, spacing=spacing)
             ed = statistics.median(energy_distance(sample(with_sample_settings(run, seed=s), 2000).double(), fresh[s])
                                    for s in range(3))
-            out[f"{sampler}/{steps}/{spacing}"] = {"energy_distance": ed}
-            print(f"moons {sampler} {steps} steps {spacing}: energy distance {ed:.5f} ({ed / floor:.1f}x floor)",
-                  flush=True)
+            nfe = len(timesteps_of(run))
+            out[f"{sampler}/{steps}/{spacing}"] = {"energy_distance": ed, "nfe": nfe}
+            print(f"moons {sampler} {steps} steps {spacing} ({nfe} NFE): energy distance {ed:.5f} "
+                  f"({ed / floor:.1f}x floor)", flush=True)
     return out
 
 
@@ -114,19 +116,30 @@ def main() -> None:
     ap.add_argument("--per-prompt", type=int, default=100, help="samples per held-out phrasing (20 phrasings)")
     ap.add_argument("--moons-run", help="a run of the moons preset (linear schedule)")
     ap.add_argument("--rows", choices=["auto-vs-oracle", "rho-window"], default="auto-vs-oracle",
-                    help="the rows of section 5b, or unipc-3 at 5-20 steps with rho-window beside its neighbours")
+                    help="the rows of section 5b, or the multistep solvers at 5-20 steps with rho-window beside the "
+                         "spacing auto took before it (section 5c)")
     ap.add_argument("--samplers", help="comma-separated: only the rows of these samplers")
     ap.add_argument("--steps", help="comma-separated: only the rows of these step counts")
-    ap.add_argument("--out", default="benchmarks/results/spacing_trained.json")
+    ap.add_argument("--out", help="JSON file (default: benchmarks/results/spacing_trained.json, or "
+                                  "spacing_trained_rho.json with --rows rho-window)")
     args = ap.parse_args()
     if not (args.text_run or args.moons_run):
         ap.error("give --text-run, --moons-run or both")
+    if args.emoji_run and args.rows != "auto-vs-oracle":
+        ap.error("--emoji-run scores the rows of section 5b only; leave it out with --rows rho-window")
+    for given in (args.text_run, args.emoji_run, args.moons_run):
+        if given and not (Path(given) / "config.toml").exists():
+            ap.error(f"{given} is not a run (no config.toml there); train it first, see this script's help")
+    out_path = Path(args.out or ("benchmarks/results/spacing_trained.json" if args.rows == "auto-vs-oracle"
+                                 else "benchmarks/results/spacing_trained_rho.json"))
     torch.manual_seed(0)
     rows = ROWS if args.rows == "auto-vs-oracle" else RHO_ROWS
     if args.samplers:
         rows = tuple(row for row in rows if row[0] in args.samplers.split(","))
     if args.steps:
         rows = tuple(row for row in rows if str(row[1]) in args.steps.split(","))
+    if not rows:
+        ap.error(f"--samplers / --steps leave none of the {args.rows} rows; see the rows in this script")
     result = {}
     if args.moons_run:
         result["moons"] = moons(args.moons_run, rows)
@@ -134,8 +147,8 @@ def main() -> None:
         result["templated"] = templated(args.text_run, args.per_prompt, rows)
     if args.emoji_run:
         result["retrieval"] = retrieval(args.emoji_run)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    out_path.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {out_path}")
 
 
 if __name__ == "__main__":

@@ -456,7 +456,7 @@ def test_unipc_refuses_an_order_or_variant_it_does_not_have():
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
 def test_unipc3_auto_at_8_steps_beats_trailing_and_logsnr_window_on_the_wide_ring(schedule):
     # Third-order UniPC on the log-uniform window was 1.6x further from the exact ODE of the wide ring at 8 steps
-    # than at 5, and trailing (auto's earlier choice at 8) 2x; auto now takes rho-window there.
+    # than at 5; trailing (auto's earlier choice at 8) had twice rho-window's error. Auto now takes rho-window there.
     sched = make_schedule(schedule, 1000)
     oracle = oracle_denoiser(GaussianMixture.ring(4, 1.5, 0.5), sched)
     x_T = _noise(400, 5)
@@ -483,9 +483,13 @@ def test_rho_window_spacing_follows_karras_eq5_with_negative_rho_over_the_window
         got = ve[ts[1:]].log()
         gap = (ve[1:].log() - ve[:-1].log())[ts[1:] - 1].abs()
         assert torch.all((got - target).abs() <= gap), (got, target)
-        # its log-SNR steps shrink towards low noise, where logsnr-window's are all equal
-        steps_log = -torch.diff(karras_sigmas(lo, hi, steps, rho=-7.0).log())
-        assert torch.all(steps_log[1:] < steps_log[:-1])
+        # after the first step (from t = T) its log-SNR steps shrink towards low noise; rounding to integer t
+        # blurs that near t = 1 with many steps, so there only the first and last thirds are compared
+        steps_log = -torch.diff(ve[ts[1:]].log())
+        if steps <= 8:
+            assert torch.all(steps_log[1:] < steps_log[:-1]), steps_log
+        third = len(steps_log) // 3
+        assert steps_log[-third:].mean() < 0.8 * steps_log[:third].mean(), steps_log  # logsnr-window: 1.0
         assert int(spaced_timesteps(sched, steps, "logsnr-window")[-1]) == int(ts[-1])  # the same bottom
 
 

@@ -24,7 +24,7 @@ from .errors import ConfigError
 
 ScheduleName = Literal["linear", "cosine", "sigmoid", "geometric"]
 Spacing = Literal["leading", "trailing", "linspace", "quadratic", "karras", "logsnr", "logsnr-window", "rho-window"]
-# quadratic, karras and the logsnr spacings may return fewer than `steps` timesteps: levels that round to the same t
+# quadratic, karras, the logsnr spacings and rho-window may return fewer than `steps` timesteps: levels that round to the same t
 # merge.
 
 BETA_MAX = 0.999  # Nichol & Dhariwal 2021, Sec. 3.2: clip beta to avoid a singularity at t = T
@@ -301,7 +301,7 @@ def _rho_window_timesteps(schedule: Schedule, steps: int) -> torch.Tensor:
     count (third-order UniPC on the wide ring was 1.6x further from the exact ODE at 8 steps than at 5);
     benchmarks/spacing_search.py searched the top, the bottom c / steps^p and rho for unipc-3 at 5-20 steps:
     negative rho won, and rho = -7 with logsnr-window's own bottom came within 3% of the best single setting
-    (README's sampler table).
+    (benchmarks/RESULTS.md, section 5).
     """
     lo, hi = logsnr_window(schedule, steps)
     return _nearest_timesteps(schedule, karras_sigmas(lo, hi, steps, rho=WINDOW_RHO))

@@ -26,14 +26,15 @@ from .unipc import sample_unipc
 # sampler table) under the linear and the cosine schedule, with diffusers' 39 scheduler settings run on the same
 # oracle: at each NFE the spacing whose worst ratio to diffusers' best setting for that mixture (over the mixtures and
 # both schedules) is smallest, among those that start at t = T (x_T ~ N(0, I) holds there); `python
-# benchmarks/sampler_table.py --choose --json benchmarks/results/sampler_oracle*.json` prints that choice. Near-ties
+# benchmarks/sampler_table.py --choose --json benchmarks/results/sampler_oracle*.json` prints the oracle's choice. Near-ties
 # (within 15%) keep the neighbouring step counts' spacing, and limits between measured counts sit midway. The
 # multistep solvers mostly want logsnr-window for few steps (it is logsnr from about 20 steps on), then levels packed
-# towards t = 1 (quadratic) or karras; trailing won for dpmpp-3m at 8 NFE. rho-window (the same window, its log-SNR
-# steps shrinking towards low noise) lowered the worst ratio of every multistep solver at most NFE, but it is taken
-# only where two trained networks (benchmarks/spacing_trained.py --rows rho-window: fashion-mnist-text's FID under
-# cosine, moons' energy distance under linear) confirmed it, i.e. one gained more than 5% and neither lost more than
-# 10%: at 8 NFE for dpmpp-2m, unipc-2 and unipc-3 (unipc-3: 1.91x -> 1.08x) and at 5 for dpmpp-3m (RESULTS 5b).
+# towards t = 1 (quadratic) or karras. rho-window (the same window, its log-SNR steps shrinking towards low noise)
+# lowered the worst ratio of every multistep solver at most NFE, but it is taken only where two trained networks
+# (benchmarks/spacing_trained.py --rows rho-window: fashion-mnist-text's FID under cosine, moons' energy distance
+# under linear) support it, i.e. one gained more than 5% and neither lost more than 10%: at 8 NFE for dpmpp-2m,
+# unipc-2 and unipc-3 (unipc-3: 1.91x -> 1.08x) and at 5 for dpmpp-3m (RESULTS 5c). Elsewhere the earlier choice
+# stays, e.g. trailing for dpmpp-3m at 8 NFE, where moons lost 20% with rho-window.
 # DDIM, Euler and Heun keep trailing for few steps: the window did not help these lower-order steps.
 # DDPM's Gaussian reverse steps are exact only as the steps approach T: on the ring mixture (width 0.15) the
 # posterior variance shrinks each mode's variance to 0.70 of the truth at 20 trailing steps and 0.75 at 100,
