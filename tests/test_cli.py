@@ -103,3 +103,13 @@ def test_subprocess_error_has_no_traceback(tmp_path):
                           text=True, env=env, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("ddpmlab: error:") and "Traceback" not in proc.stderr
+
+
+def test_main_puts_the_warning_format_back_for_code_that_runs_after_it(tmp_path, capsys):
+    import warnings
+
+    before = warnings.formatwarning
+    assert main(["schedules", "--out", str(tmp_path / "s.png")]) == 0
+    assert warnings.formatwarning is before  # an in-process caller keeps its own warning lines
+    assert main(["sample", str(tmp_path / "no-such-run")]) != 0  # the error path too
+    assert warnings.formatwarning is before

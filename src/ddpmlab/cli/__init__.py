@@ -44,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # a usage mistake (argparse printed its one line) or --help
         return exc.code if isinstance(exc.code, int) else 2
+    formatwarning = warnings.formatwarning  # catch_warnings restores the filters, not this: put it back in finally
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
@@ -65,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ddpmlab: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = formatwarning
 
 
 __all__ = ["FLAGS", "build_parser", "flag_message", "main"]
