@@ -5,11 +5,12 @@ does) by Karras et al. 2022, eq. 5 with exponent rho (log-uniform when rho is "l
 to max(sigma at t = 1, c / steps^p), and is scored as sampler_oracle.py scores a spacing: the mean L2 error of each
 sample against the exact probability-flow ODE from the same x_T, as a multiple of diffusers' best of 39 settings for
 that mixture, schedule and NFE (read from the oracle JSON files, which must hold diffusers' rows). One line of JSON
-per candidate and NFE: the twelve ratios (six mixtures under linear, then under cosine) and their maximum.
+per candidate and NFE: the twelve ratios (six mixtures under linear, then under cosine; `--schedules` keeps one)
+and their maximum.
 
     python benchmarks/spacing_search.py [--sampler unipc-3] [--nfe 5,8,10,15,20] [--n 300]
         [--tops 80,40,20] [--cs 1,2,3,4,6,8,16] [--ps 2,1.5] [--rhos log,15,7,-3,-4,-5,-7,-10,-15]
-        [--out benchmarks/results/spacing_search.jsonl]
+        [--schedules linear,cosine] [--out benchmarks/results/spacing_search.jsonl]
 
 --n takes the first n samples of sampler_oracle.py's 1,000 (the ratios are against diffusers' error over all 1,000),
 so the search is a screen: for the candidate kept as rho-window the worst ratio at 5 / 8 / 10 / 20 NFE was 1.24 /
@@ -49,9 +50,9 @@ def candidate_timesteps(schedule: Schedule, steps: int, top: float, c: float, p:
     return torch.unique(_nearest_timesteps(schedule, sigmas).long().clamp(1, schedule.T)).flip(0)
 
 
-def diffusers_best(results: Path) -> dict[tuple[str, str, int], float]:
+def diffusers_best(results: Path, schedules: list[str]) -> dict[tuple[str, str, int], float]:
     best: dict[tuple[str, str, int], float] = {}
-    for name in SCHEDULES:
+    for name in schedules:
         path = results / FILES[name]
         if not path.exists():
             raise SystemExit(f"{path} is missing; run benchmarks/sampler_oracle.py --schedule {name} first")
@@ -74,6 +75,7 @@ def main() -> None:
     ap.add_argument("--cs", default="1,2,3,4,6,8,16")
     ap.add_argument("--ps", default="2,1.5")
     ap.add_argument("--rhos", default="log,15,7,-3,-4,-5,-7,-10,-15")
+    ap.add_argument("--schedules", default="linear,cosine", help="comma-separated: linear, cosine or both")
     ap.add_argument("--results", default="benchmarks/results", help="where the oracle JSON files are")
     ap.add_argument("--out", default="benchmarks/results/spacing_search.jsonl")
     args = ap.parse_args()
@@ -81,17 +83,20 @@ def main() -> None:
     nfes = [int(v) for v in args.nfe.split(",")]
     floats = lambda text: [float(v) for v in text.split(",")]  # noqa: E731
     rhos = [None if v == "log" else float(v) for v in args.rhos.split(",")]
+    schedules = args.schedules.split(",")
+    if not schedules or any(name not in SCHEDULES for name in schedules):
+        raise SystemExit(f"--schedules {args.schedules}: choose from {', '.join(SCHEDULES)}")
     if not 1 <= args.n <= 1000:
         raise SystemExit(f"--n {args.n}: choose 1-1000 (sampler_oracle.py's samples)")
-    best = diffusers_best(Path(args.results))
-    missing = [(name, nfe) for name in SCHEDULES for nfe in nfes if not any(k[0] == name and k[2] == nfe for k in best)]
+    best = diffusers_best(Path(args.results), schedules)
+    missing = [(name, nfe) for name in schedules for nfe in nfes if not any(k[0] == name and k[2] == nfe for k in best)]
     if missing:
         raise SystemExit(f"the oracle files have no diffusers rows for (schedule, NFE) {missing}; run "
                          f"benchmarks/sampler_oracle.py --nfe with those counts first")
     mixtures = oracle.mixtures()
     cases = []  # (schedule name, Schedule, mixture name, mixture, x_T, exact)
     t0 = time.perf_counter()
-    for name in SCHEDULES:
+    for name in schedules:
         oracle.SCHED = make_schedule(name, 1000)
         for mix_name, mix in mixtures.items():
             x_T = torch.randn(1000, mix.dim, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
