@@ -120,6 +120,9 @@ def main() -> None:
                          "spacing auto took before it (section 5c)")
     ap.add_argument("--samplers", help="comma-separated: only the rows of these samplers")
     ap.add_argument("--steps", help="comma-separated: only the rows of these step counts")
+    ap.add_argument("--window-top", type=float,
+                    help="an experiment: the highest level below t = T of karras, logsnr and the window spacings "
+                         "(default 80, EDM's sigma_max)")
     ap.add_argument("--out", help="JSON file (default: benchmarks/results/spacing_trained.json, or "
                                   "spacing_trained_rho.json with --rows rho-window)")
     args = ap.parse_args()
@@ -132,6 +135,12 @@ def main() -> None:
             ap.error(f"{given} is not a run (no config.toml there); train it first, see this script's help")
     out_path = Path(args.out or ("benchmarks/results/spacing_trained.json" if args.rows == "auto-vs-oracle"
                                  else "benchmarks/results/spacing_trained_rho.json"))
+    if args.window_top is not None:
+        if not args.window_top > 0:
+            ap.error(f"--window-top {args.window_top}: give a noise level above 0")
+        import ddpmlab.schedules
+
+        ddpmlab.schedules.KARRAS_SIGMA_MAX = args.window_top
     torch.manual_seed(0)
     rows = ROWS if args.rows == "auto-vs-oracle" else RHO_ROWS
     if args.samplers:
