@@ -32,7 +32,8 @@ import torch
 
 from ddpmlab.samplers import SAMPLERS
 from ddpmlab.samplers.oracle import oracle_denoiser
-from ddpmlab.schedules import Schedule, _nearest_timesteps, _ve_sigma_range, karras_sigmas, make_schedule
+from ddpmlab.schedules import (Schedule, _log_uniform_timesteps, _nearest_timesteps, _ve_sigma_range, karras_sigmas,
+                               make_schedule)
 
 import sampler_oracle as oracle
 
@@ -44,10 +45,10 @@ def candidate_timesteps(schedule: Schedule, steps: int, top: float, c: float, p:
     lo, hi = _ve_sigma_range(schedule)
     lo, hi = max(lo, c / steps**p), min(hi, top)
     if rho is None:
-        sigmas = torch.exp(torch.linspace(math.log(hi), math.log(lo), steps, dtype=torch.float64))
+        ts = _log_uniform_timesteps(schedule, lo, hi, steps)
     else:
-        sigmas = karras_sigmas(lo, hi, steps, rho=rho)
-    return torch.unique(_nearest_timesteps(schedule, sigmas).long().clamp(1, schedule.T)).flip(0)
+        ts = _nearest_timesteps(schedule, karras_sigmas(lo, hi, steps, rho=rho))
+    return torch.unique(ts.long().clamp(1, schedule.T)).flip(0)  # as spaced_timesteps rounds and sorts
 
 
 def diffusers_best(results: Path, schedules: list[str]) -> dict[tuple[str, str, int], float]:

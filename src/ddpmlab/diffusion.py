@@ -13,7 +13,7 @@ Notation (Ho et al. 2020; Salimans & Ho 2022):
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable, Literal, NamedTuple
+from typing import TYPE_CHECKING, Callable, Literal, NamedTuple, get_args
 
 import torch
 
@@ -91,6 +91,10 @@ class PredictionSpec(NamedTuple):
     from_x0_weight: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (snr, weight on the x0 error)
     c_in: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None  # (a, s): the network sees c_in x_t
 
+    def network_input(self, x_t: torch.Tensor, a: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """What the network is given for x_t: x_t itself, or c_in x_t for a preconditioned target."""
+        return x_t if self.c_in is None else self.c_in(a, s) * x_t
+
 
 PREDICTIONS: dict[str, PredictionSpec] = {
     "eps": PredictionSpec(lambda x0, eps, a, s: eps,
@@ -143,7 +147,7 @@ def prediction_spec(prediction: str, sigma_data: float = 0.5) -> PredictionSpec:
     if prediction == "edm":
         return edm_spec(sigma_data)
     if prediction not in PREDICTIONS:
-        raise ValueError(f"unknown prediction {prediction!r}; choose one of {', '.join(PREDICTIONS)}, edm")
+        raise ValueError(f"unknown prediction {prediction!r}; choose one of {', '.join(get_args(Prediction))}")
     return PREDICTIONS[prediction]
 
 
@@ -171,13 +175,12 @@ def make_denoiser(
     """
 
     spec = prediction_spec(prediction, sigma_data)
-    split, c_in = spec.split, spec.c_in
 
     def denoise(x_t: torch.Tensor, t: torch.Tensor) -> Denoised:
         alpha, sigma = schedule.at(schedule.alpha, t, x_t), schedule.at(schedule.sigma, t, x_t)
         labels = y if y is None or y.shape[0] == x_t.shape[0] else y.repeat(x_t.shape[0] // y.shape[0])
-        out = model(x_t if c_in is None else c_in(alpha, sigma) * x_t, t, labels).to(x_t.dtype)
-        x0, eps = split(out, x_t, alpha, sigma)
+        out = model(spec.network_input(x_t, alpha, sigma), t, labels).to(x_t.dtype)
+        x0, eps = spec.split(out, x_t, alpha, sigma)
         if clip is not None:
             x0 = x0.clamp(-clip, clip)
             eps = x0_to_eps(x_t, x0, alpha, sigma)
@@ -351,7 +354,7 @@ def training_loss(
     alpha, sigma = schedule.at(schedule.alpha, t, x0), schedule.at(schedule.sigma, t, x0)
     x_t = alpha * x0 + sigma * eps
     spec = prediction_spec(prediction, sigma_data)
-    out = model(x_t if spec.c_in is None else spec.c_in(alpha, sigma) * x_t, t, y).float()
+    out = model(spec.network_input(x_t, alpha, sigma), t, y).float()
     target = spec.target(x0, eps, alpha, sigma)
     per_sample = (out - target).pow(2).flatten(1).mean(1)
     if weighting != "simple":
