@@ -523,7 +523,8 @@ def test_every_spacing_is_offered_by_the_cli_and_the_config():
     from ddpmlab.schedules import SPACINGS
 
     field = next(f for f in dataclasses.fields(SampleConfig) if f.name == "spacing")
-    assert list(typing.get_args(typing.get_type_hints(SampleConfig)[field.name])) == ["auto", *SPACINGS]
-    sample = build_parser()._subparsers._group_actions[0].choices["sample"]
-    choices = next(a.choices for a in sample._actions if a.dest == "spacing")
-    assert list(choices) == ["auto", *SPACINGS]
+    assert list(typing.get_args(typing.get_type_hints(SampleConfig)[field.name])) == ["auto", *SPACINGS, "tuned"]
+    commands = build_parser()._subparsers._group_actions[0].choices
+    choices = lambda name: list(next(a.choices for a in commands[name]._actions if a.dest == "spacing"))  # noqa: E731
+    assert choices("sample") == ["auto", *SPACINGS, "tuned"]
+    assert choices("tune") == ["auto", *SPACINGS]  # where the search starts: tuned timesteps are what it makes

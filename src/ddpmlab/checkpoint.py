@@ -33,6 +33,7 @@ META = "meta.json"  # what the weights were trained on: item shape, class names,
 CHECKPOINTS = "checkpoints"  # complete snapshots, checkpoints/step_N/{model,ema}.safetensors + state.pt
 GUIDE = "guide.safetensors"  # an early EMA kept for autoguidance (train.guide_at)
 CLUSTERS = "clusters.safetensors"  # the training items' cluster labels of a data.clusters run (clusters.py)
+TUNED = "timesteps.json"  # timesteps fitted to the network by `ddpmlab tune` (sampling.save_tuned)
 
 
 def _save_weights(path: Path, module: nn.Module, step: int) -> None:
@@ -89,11 +90,11 @@ def save_guide(run_dir: Path, ema: nn.Module, step: int) -> None:
 
 
 def clear_weights(run_dir: Path) -> None:
-    """Remove a run's weights, snapshots and guide before it is trained again from scratch (--force), so that
-    nothing of the old run can be loaded as the new one's."""
+    """Remove a run's weights, snapshots, guide and tuned timesteps before it is trained again from scratch
+    (--force), so that nothing of the old run can be loaded as the new one's."""
     run_dir = Path(run_dir)
     shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
-    for name in (MODEL, EMA, STATE, GUIDE, CLUSTERS):
+    for name in (MODEL, EMA, STATE, GUIDE, CLUSTERS, TUNED):
         (run_dir / name).unlink(missing_ok=True)
     fsync_dir(run_dir)
 

@@ -107,8 +107,9 @@ class TrainConfig:
 class SampleConfig:
     sampler: str = "ddpm"
     steps: int = 100  # network evaluations; at most diffusion.T
+    # "auto": per sampler and steps; "tuned": the run's timesteps.json, fitted to the network by `ddpmlab tune`
     spacing: Literal["auto", "leading", "trailing", "linspace", "quadratic", "karras", "logsnr",
-                     "logsnr-window", "rho-window"] = "auto"  # per sampler and steps
+                     "logsnr-window", "rho-window", "tuned"] = "auto"
     variance: Literal["beta", "posterior"] = "posterior"  # DDPM sigma_t^2: beta_t or beta-tilde_t
     eta: float = 0.0  # DDIM stochasticity: 0 deterministic, 1 ancestral
     s_churn: float = 0.0  # Heun (Karras Alg. 2) stochastic churn; 0 is deterministic

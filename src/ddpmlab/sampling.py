@@ -8,6 +8,7 @@ part of the indices asked for, or the number of torchrun processes sharing the w
 from __future__ import annotations
 
 import dataclasses
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,13 +21,15 @@ from . import checkpoint as ckpt
 from . import distributed
 from .config import Config, validate
 from .diffusion import Denoiser, make_denoiser
-from .errors import ConfigError
+from .errors import ConfigError, RunError
 from .guidance import autoguided, guided, in_interval, prompted
+from .io import atomic_write, run_lock
 from .models import build_model
 from .prompting import run_context, with_prompts
 from .runtime import autocast, keep_freed_memory, use_bf16
 from .samplers import SAMPLER_OPTIONS, SAMPLERS, resolve_spacing, steps_warning
 from .samplers.common import Callback
+from .samplers.tuning import TunedTimesteps, tune_timesteps
 from .schedules import Schedule, schedule_from_config, spaced_timesteps
 from .text.context import TextContext
 
@@ -256,9 +259,129 @@ def _autocast(net: Callable[..., torch.Tensor], device: torch.device) -> Callabl
 
 
 def timesteps_of(run: Run) -> torch.Tensor:
-    """The decreasing timesteps run.cfg.sample asks for (its spacing, "auto" resolved for its sampler and steps)."""
+    """The decreasing timesteps run.cfg.sample asks for (its spacing, "auto" resolved for its sampler and steps;
+    "tuned" read from the run's timesteps.json)."""
     s = run.cfg.sample
+    if s.spacing == "tuned":
+        return tuned_timesteps(run)
     return spaced_timesteps(run.schedule, s.steps, resolve_spacing(s.sampler, s.spacing, s.steps, run.schedule.T))
+
+
+TUNED = ckpt.TUNED  # RUN/timesteps.json: {"SAMPLER/STEPS": what save_tuned records}
+TUNE_NOISE = 500_000  # tuning draws the noise of sample indices from here on, not that of the samples drawn first
+REFERENCE_SAMPLER = "unipc-3"  # the reference solve: every ODE sampler converges to the same solution
+# samplers that solve the probability-flow ODE (no noise drawn), with the option values that keep them so
+ODE_SAMPLERS: dict[str, dict[str, float]] = {"ddim": {"eta": 0.0}, "dpmpp-2m": {}, "dpmpp-3m": {}, "unipc-2": {},
+                                             "unipc-3": {}, "euler": {}, "heun": {"s_churn": 0.0}}
+
+
+def _tuned_entries(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / TUNED
+    if not path.is_file():
+        return {}
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{path} is unreadable ({exc}); delete it and run `ddpmlab tune` again") from None
+    if not isinstance(entries, dict):
+        raise RunError(f"{path} is not a table of tuned timesteps; delete it and run `ddpmlab tune` again")
+    return entries
+
+
+def tuned_timesteps(run: Run) -> torch.Tensor:
+    """The timesteps `ddpmlab tune` fitted for run.cfg.sample's sampler and step count (RUN/timesteps.json).
+
+    Warns when they were fitted to another checkpoint or guidance weight than the run now samples with.
+    """
+    s = run.cfg.sample
+    entry = _tuned_entries(run.path).get(f"{s.sampler}/{s.steps}")
+    if entry is None:
+        raise ConfigError(f"{run.path} has no timesteps tuned for {s.sampler} at {s.steps} steps; run `ddpmlab tune "
+                          f"{run.path} --sampler {s.sampler} --steps {s.steps}` first, or choose another --spacing")
+    changed = [f"{what} {then} (now {now})" for what, then, now in (
+        ("checkpoint step", entry.get("checkpoint_step"), run.step), ("guidance", entry.get("guidance"), s.guidance))
+        if then != now]
+    if changed:
+        warnings.warn(f"the tuned timesteps of {s.sampler} at {s.steps} steps were fitted at {', '.join(changed)}; "
+                      f"run `ddpmlab tune {run.path} --sampler {s.sampler} --steps {s.steps}` again to refit them",
+                      stacklevel=3)
+    ts = torch.tensor([int(t) for t in entry["timesteps"]])
+    if not 2 <= len(ts) <= s.steps or not bool((ts[:-1] > ts[1:]).all()) or ts[-1] < 1 or ts[0] > run.schedule.T:
+        raise RunError(f"{run.path / TUNED} holds no valid timesteps for {s.sampler} at {s.steps} steps; run "
+                       f"`ddpmlab tune {run.path} --sampler {s.sampler} --steps {s.steps}` again")
+    return ts
+
+
+def check_tunable(run: Run) -> None:
+    """run.cfg.sample asks for an ODE solve of at least 2 steps, the kind `tune` fits; a one-line error if not."""
+    s = run.cfg.sample
+    if s.sampler not in ODE_SAMPLERS:
+        raise ConfigError(f"tuning fits the steps of an ODE solve, and {s.sampler} draws noise at every step: "
+                          f"choose one of {', '.join(ODE_SAMPLERS)}")
+    noisy = [f"sample.{k} = {getattr(s, k)}" for k, v in ODE_SAMPLERS[s.sampler].items() if getattr(s, k) != v]
+    if noisy:
+        raise ConfigError(f"tuning fits the steps of an ODE solve, and {s.sampler} with {', '.join(noisy)} draws "
+                          "noise: set it to 0")
+    if s.steps < 2:
+        raise ConfigError(f"tuning needs at least 2 steps (the first stays at t = T), got sample.steps = {s.steps}")
+
+
+@torch.no_grad()
+def tune(run: Run, *, samples: int = 128, reference_steps: int = 200, max_trials: int = 200,
+         progress: bool = False) -> TunedTimesteps:
+    """Fit the timesteps of run.cfg.sample's sampler and step count to the run's network (samplers/tuning.py).
+
+    The noise is held out (sample indices from TUNE_NOISE on, run.cfg.sample.seed's): `samples` draws to fit and
+    as many more to check the fit on; labels, prompts and guidance are those the run samples with. The start is
+    the run's spacing (auto's choice for "tuned"); the reference is REFERENCE_SAMPLER with min(reference_steps, T)
+    steps uniform in log-SNR. Costs 2 x reference_steps + up to (max_trials + 3) x steps network evaluations of
+    `samples` items, in one batch each.
+    """
+    check_tunable(run)
+    s = run.cfg.sample
+    if samples < 1 or reference_steps < 1 or max_trials < 1:
+        raise ConfigError(f"samples, reference steps and trials must be at least 1, got {samples}, "
+                          f"{reference_steps}, {max_trials}")
+    check_guidance(run, s.guidance)
+    T = run.schedule.T
+    start = spaced_timesteps(run.schedule, s.steps,
+                             resolve_spacing(s.sampler, "auto" if s.spacing == "tuned" else s.spacing, s.steps, T))
+    if len(start) < 2:
+        raise ConfigError(f"{s.steps} steps of spacing {s.spacing} merge into one timestep at T = {T}")
+    labels = run_labels(run, samples)
+    context = run_context(run, samples)
+    denoise = denoiser_for(run, None if labels is None else labels.to(run.device),
+                           None if context is None else context.to(run.device))(slice(0, samples))
+    if run.device.type == "cpu":
+        keep_freed_memory()
+    fine = spaced_timesteps(run.schedule, min(reference_steps, T), "logsnr")
+    spec, options = SAMPLERS[s.sampler], SAMPLERS[s.sampler].option_values(s)
+    draws = []  # (solve, reference) of the fitted draws, then of the check draws
+    for first in (TUNE_NOISE, TUNE_NOISE + samples):
+        x_T, _ = initial_noise(s.seed, range(first, first + samples), run.item_shape, run.device)
+        reference = SAMPLERS[REFERENCE_SAMPLER].fn(denoise, x_T, run.schedule, fine)
+        draws.append(((lambda x: lambda ts: spec.fn(denoise, x, run.schedule, ts, **options))(x_T), reference))
+    (solve, reference), check = draws
+    return tune_timesteps(solve, run.schedule, start, reference, check=check, max_trials=max_trials,
+                          progress=progress)
+
+
+def save_tuned(run: Run, result: TunedTimesteps, *, samples: int, reference_steps: int) -> Path:
+    """Record result in RUN/timesteps.json under "SAMPLER/STEPS" (other entries kept), holding the run's lock."""
+    s = run.cfg.sample
+    path = run.path / TUNED
+    with run_lock(run.path):
+        entries = _tuned_entries(run.path)
+        entries[f"{s.sampler}/{s.steps}"] = {
+            "timesteps": list(result.timesteps), "start": list(result.start),
+            "start_spacing": resolve_spacing(s.sampler, "auto" if s.spacing == "tuned" else s.spacing, s.steps,
+                                             run.schedule.T),
+            "error_start": result.error_start, "error": result.error, "check_start": result.check_start,
+            "check": result.check, "trials": result.trials, "samples": samples,
+            "reference": f"{REFERENCE_SAMPLER}, {min(reference_steps, run.schedule.T)} steps, logsnr",
+            "checkpoint_step": run.step, "guidance": s.guidance, "prompts": list(run.prompts), "seed": s.seed}
+        atomic_write(path, lambda f: f.write((json.dumps(entries, indent=2) + "\n").encode()))
+    return path
 
 
 @torch.no_grad()
@@ -332,4 +455,4 @@ LoadedRun = Run  # the name before Run; kept as an alias
 
 __all__ = ["LoadedRun", "Run", "check_guidance", "class_labels", "default_labels", "denoiser_for", "generate",
            "initial_noise", "load_run", "record_trajectory", "run_labels", "sample", "sample_generators",
-           "timesteps_of", "with_sample_settings"]
+           "check_tunable", "save_tuned", "timesteps_of", "tune", "tuned_timesteps", "with_sample_settings"]

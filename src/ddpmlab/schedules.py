@@ -291,6 +291,21 @@ def _logsnr_window_timesteps(schedule: Schedule, steps: int) -> torch.Tensor:
 WINDOW_RHO = -7.0  # rho-window: Karras's eq. 5 with rho < 0, so its log-SNR steps shrink towards low noise
 
 
+def window_timesteps(schedule: Schedule, steps: int, top: float, bottom: float, rho: float | None = None
+                     ) -> torch.Tensor:
+    """Decreasing integer timesteps: t = T, then levels sigma = sigma_t / alpha_t from min(top, sigma at T) down to
+    max(bottom, sigma at t = 1), log-uniform (rho None) or by Karras's eq. 5 with exponent rho, each mapped to the
+    nearest t (levels that round to the same t merge). logsnr-window and rho-window are two members of this family;
+    samplers/tuning.py searches it."""
+    ve_sigma = (schedule.sigma[1:] / schedule.alpha[1:]).clamp_min(1e-12)
+    lo, hi = max(float(ve_sigma[0]), bottom), min(float(ve_sigma[-1]), top)
+    if lo >= hi:
+        raise ValueError(f"the window ({bottom:g}, {top:g}) holds no noise level of this schedule")
+    ts = _log_uniform_timesteps(schedule, lo, hi, steps) if rho is None else _nearest_timesteps(
+        schedule, karras_sigmas(lo, hi, steps, rho=rho))
+    return torch.unique(ts.long().clamp(1, schedule.T)).flip(0)
+
+
 def _rho_window_timesteps(schedule: Schedule, steps: int) -> torch.Tensor:
     """Levels uniform in sigma^(1/rho), rho = WINDOW_RHO = -7, from t = T over the window of logsnr-window.
 

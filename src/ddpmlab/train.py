@@ -80,6 +80,9 @@ def train(
 
 def _train(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, progress: bool,
            log: Callable[[str], None]) -> TrainResult:
+    if cfg.sample.spacing == "tuned":  # the previews would need timesteps that only a trained run can be tuned for
+        raise ConfigError("sample.spacing = 'tuned' reads the timesteps `ddpmlab tune` fits to a trained run; train "
+                          "with another spacing (auto) and sample the run with --spacing tuned after tuning it")
     if run_dir.exists() and not run_dir.is_dir():
         raise RunError(f"{run_dir} is a file; choose another --out directory")
     if not resume and ckpt.is_run(run_dir) and not overwrite:

@@ -1,4 +1,4 @@
-"""`ddpmlab train | sample | edit | inpaint | interpolate | invert | eval | nll | forward | schedules | presets`.
+"""`ddpmlab train | sample | tune | edit | inpaint | interpolate | invert | eval | nll | forward | schedules | presets`.
 
 main() parses, runs one handler (cli/commands.py) and turns a user mistake into one line on stderr and a non-zero
 exit. The library names config fields in its messages (`sample.steps must be positive`); FLAGS maps them to the

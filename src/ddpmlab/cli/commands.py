@@ -112,6 +112,38 @@ def _sample_request(args: argparse.Namespace, run):
     return SampleRequest(n, out, None if sweep else class_labels(run, args.klass, n), sweep, **figure)
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from ..prompting import with_prompts
+    from ..samplers import SAMPLERS, resolve_spacing
+    from ..sampling import check_tunable, load_run, save_tuned, tune, with_sample_settings
+
+    run = with_prompts(load_run(args.run, weights=args.weights, device=args.device), prompts_of(args),
+                       args.text_encoder)
+    check_text_guidance(run, args.guidance)
+    sampler = args.sampler or run.cfg.sample.sampler
+    ode = {k: 0.0 for k in ("eta", "s_churn") if sampler in SAMPLERS and k in SAMPLERS[sampler].options}
+    spacing = args.spacing or "auto"
+    run = with_sample_settings(run, sampler=sampler, steps=args.steps, spacing=spacing, guidance=args.guidance,
+                               seed=args.seed, **ode)
+    check_tunable(run)
+    s = run.cfg.sample
+    start = resolve_spacing(s.sampler, s.spacing, s.steps, run.schedule.T)
+    print(f"tuning {s.sampler} at {s.steps} steps from {start} on {run.path} (step {run.step}): {args.samples} "
+          f"held-out draws to fit and {args.samples} to check, reference {min(args.reference_steps, run.schedule.T)} "
+          f"steps, at most {args.trials} solves")
+    r = tune(run, samples=args.samples, reference_steps=args.reference_steps, max_trials=args.trials, progress=True)
+    path = save_tuned(run, r, samples=args.samples, reference_steps=args.reference_steps)
+    print(f"error against the reference: {r.error_start:.4g} -> {r.error:.4g} on the {args.samples} draws fitted "
+          f"({r.trials} solves), {r.check_start:.4g} -> {r.check:.4g} "
+          f"(x{r.check / r.check_start if r.check_start > 0 else 1.0:.2f}) on {args.samples} others")
+    if r.timesteps == r.start:
+        print(f"no fit did better on the other draws than the start: {start} is kept")
+    print(f"timesteps {' '.join(map(str, r.timesteps))} (start {' '.join(map(str, r.start))})")
+    print(f"wrote {path}; sample with: ddpmlab sample {run.path} --sampler {s.sampler} --steps {s.steps} "
+          "--spacing tuned")
+    return 0
+
+
 def cmd_forward(args: argparse.Namespace) -> int:
     from ..viz import forward_figure
 
@@ -227,7 +259,7 @@ def cmd_studio(args: argparse.Namespace) -> int:
     return serve(args.runs, host=args.host, port=args.port)
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "forward": cmd_forward, "schedules": cmd_schedules,
-            "presets": cmd_presets, "edit": cmd_edit, "inpaint": cmd_inpaint, "interpolate": cmd_interpolate,
-            "invert": cmd_invert, "eval": cmd_eval, "nll": cmd_nll,
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "tune": cmd_tune, "forward": cmd_forward,
+            "schedules": cmd_schedules, "presets": cmd_presets, "edit": cmd_edit, "inpaint": cmd_inpaint,
+            "interpolate": cmd_interpolate, "invert": cmd_invert, "eval": cmd_eval, "nll": cmd_nll,
             "studio": cmd_studio}

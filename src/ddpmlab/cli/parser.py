@@ -8,6 +8,11 @@ from typing import Callable
 from ..errors import ConfigError
 from .text import text_options
 
+# --spacing: "auto" and every spacing of schedules.SPACINGS (a test keeps them equal; the schedules module loads
+# torch, which `ddpmlab --help` does without)
+SPACING_CHOICES = ["auto", "leading", "trailing", "linspace", "quadratic", "karras", "logsnr", "logsnr-window",
+                   "rho-window"]
+
 EXAMPLES = {
     "train": """examples:
   ddpmlab train --preset mnist --out runs/mnist
@@ -19,7 +24,12 @@ EXAMPLES = {
   ddpmlab sample runs/mnist --steps 250 --variance beta --trajectory --gif
   ddpmlab sample runs/moons --n 2000 --out moons.png --gif
   ddpmlab sample runs/mnist-cond --class 7 --guidance 3 --sampler dpmpp-2m --steps 20
-  ddpmlab sample runs/mnist-cond --guidance-sweep 0,1,3,5 --out sweep.png""",
+  ddpmlab sample runs/mnist-cond --guidance-sweep 0,1,3,5 --out sweep.png
+  ddpmlab sample runs/moons --sampler unipc-3 --steps 5 --spacing tuned   # after ddpmlab tune""",
+    "tune": """examples:
+  ddpmlab tune runs/moons --sampler unipc-3 --steps 5
+  ddpmlab tune runs/fashion-mnist-text --sampler unipc-3 --steps 8 --prompt "a pair of trousers" --guidance 2
+(writes RUN/timesteps.json; then sample with --spacing tuned and the same --sampler and --steps)""",
     "forward": """examples:
   ddpmlab forward --data mnist-5k --t 0,50,100,150,199 --T 200 --out forward.png
   ddpmlab forward --image photo.png --image-size 64 --schedule linear,cosine --out strip.png""",
@@ -112,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _train_commands(command)
     _sample_commands(command)
+    _tune_command(command)
     _tools_commands(command)
     _edit_commands(command)
     _eval_commands(command)
@@ -149,9 +160,9 @@ def _sample_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> 
     p.add_argument("--sampler", help="sampler name (default: the run's sample.sampler)")
     text_options(p, several=True)
     p.add_argument("--variance", choices=["beta", "posterior"], help="ddpm only: sigma_t^2 = beta_t or beta-tilde_t")
-    p.add_argument("--spacing", choices=["auto", "leading", "trailing", "linspace", "quadratic", "karras", "logsnr",
-                   "logsnr-window", "rho-window"],
-                   help="timestep spacing (default: the sampler's own, see README)")
+    p.add_argument("--spacing", choices=[*SPACING_CHOICES, "tuned"],
+                   help="timestep spacing (default: the sampler's own, see README); tuned: the run's timesteps.json, "
+                   "fitted by ddpmlab tune")
     p.add_argument("--eta", type=float, help="ddim only: stochasticity (0 deterministic, 1 ancestral)")
     p.add_argument("--churn", type=float, help="heun only: stochastic churn S_churn (Karras et al. 2022)")
     p.add_argument("--class", dest="klass", metavar="C", help="conditional runs: a class index or name, or 'all' "
@@ -169,6 +180,26 @@ def _sample_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> 
     p.add_argument("--out", help="PNG to write (default RUN/samples.png); an .npz is written beside it")
     p.add_argument("--trajectory", nargs="?", const="", help="also write the denoising trajectory figure")
     p.add_argument("--gif", nargs="?", const="", help="also write a GIF of the reverse process")
+    p.add_argument("--device", default="auto")
+
+
+def _tune_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """tune's arguments."""
+    p = command("tune", "Fit the timesteps of a few-step ODE sampler to a trained run, for --spacing tuned.")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--sampler", help="an ODE sampler: ddim, dpmpp-2m, dpmpp-3m, unipc-2, unipc-3, euler, heun "
+                   "(default: the run's sample.sampler); ddim and heun are tuned as ODE solvers (eta 0, churn 0)")
+    p.add_argument("--steps", type=_positive, help="sampler steps to tune (default: the run's sample.steps)")
+    p.add_argument("--spacing", choices=SPACING_CHOICES, help="where the search starts (default auto)")
+    p.add_argument("--samples", type=_positive, default=128, help="held-out noise draws, solved in one batch "
+                   "(default 128)")
+    p.add_argument("--reference-steps", type=_positive, default=200, help="steps of the reference solve "
+                   "(unipc-3, uniform in log-SNR; default 200, at most T)")
+    p.add_argument("--trials", type=_positive, default=200, help="most few-step solves the search runs (default 200)")
+    text_options(p, several=True)
+    p.add_argument("--guidance", type=float, help="guidance weight to tune for (default: the run's sample.guidance)")
+    p.add_argument("--seed", type=int, help="seed of the held-out noise (default: the run's sample.seed)")
+    p.add_argument("--weights", choices=["ema", "model"], default="ema", help="EMA (default) or online weights")
     p.add_argument("--device", default="auto")
 
 
