@@ -32,8 +32,7 @@ import torch
 
 from ddpmlab.samplers import SAMPLERS
 from ddpmlab.samplers.oracle import oracle_denoiser
-from ddpmlab.schedules import (Schedule, _log_uniform_timesteps, _nearest_timesteps, _ve_sigma_range, karras_sigmas,
-                               make_schedule)
+from ddpmlab.schedules import Schedule, make_schedule, window_timesteps
 
 import sampler_oracle as oracle
 
@@ -42,13 +41,7 @@ FILES = {"linear": "sampler_oracle.json", "cosine": "sampler_oracle_cosine.json"
 
 
 def candidate_timesteps(schedule: Schedule, steps: int, top: float, c: float, p: float, rho: float | None):
-    lo, hi = _ve_sigma_range(schedule)
-    lo, hi = max(lo, c / steps**p), min(hi, top)
-    if rho is None:
-        ts = _log_uniform_timesteps(schedule, lo, hi, steps)
-    else:
-        ts = _nearest_timesteps(schedule, karras_sigmas(lo, hi, steps, rho=rho))
-    return torch.unique(ts.long().clamp(1, schedule.T)).flip(0)  # as spaced_timesteps rounds and sorts
+    return window_timesteps(schedule, steps, top, c / steps**p, rho)
 
 
 def diffusers_best(results: Path, schedules: list[str]) -> dict[tuple[str, str, int], float]:

@@ -5,6 +5,7 @@
     python benchmarks/spacing_trained.py --text-run runs/fashion-mnist-text [--emoji-run runs/emoji-text]
     python benchmarks/spacing_trained.py --rows rho-window --text-run runs/fashion-mnist-text --moons-run runs/moons \
         --out benchmarks/results/spacing_trained_rho.json
+    python benchmarks/spacing_trained.py --rows tuned --text-run runs/fashion-mnist-text --moons-run runs/moons
 
 `sampler_oracle.py` scores solvers against the exact ODE of Gaussian mixtures, where a network makes no error. Taken
 on the cosine schedule alone, its worst-case choice would be evenly spaced t (trailing, or linspace for Heun) for
@@ -16,8 +17,10 @@ retrieval score (MRR at w = 3, 8 samples for each of 32 prompts) of the `dpmpp-2
 the multistep solvers at 5-20 steps with rho-window beside the spacing `auto` took before it (and trailing for
 `unipc-3`) instead (`--samplers` keeps some of them, `--steps` some step counts); `--moons-run` adds a linear-schedule
 network (the `moons` preset, T = 100): energy distance of 2,000 samples to fresh points, median of 3 seeds, with the
-network evaluations each spacing really takes (at T = 100 levels can merge). Results: benchmarks/RESULTS.md,
-sections 5b and 5c; JSON: --out (by default spacing_trained.json, or spacing_trained_rho.json with --rows rho-window).
+network evaluations each spacing really takes (at T = 100 levels can merge). `--rows tuned` runs unipc-3 and
+dpmpp-2m at 5-20 steps with auto's spacing and with `ddpmlab tune`'s timesteps (tuned for each row first, with the
+prompts and guidance the row samples with, into the run's timesteps.json). Results: benchmarks/RESULTS.md, sections
+5b-5d; JSON: --out (by default spacing_trained.json, or spacing_trained_rho.json / spacing_trained_tuned.json).
 """
 
 from __future__ import annotations
@@ -46,6 +49,27 @@ RHO_ROWS = (  # rho-window beside the spacings auto took before it (and trailing
       for steps in (5, 8, 10, 15, 20)),
 )
 
+TUNED_ROWS = (  # `ddpmlab tune`'s timesteps beside auto's (section 5d)
+    *(("unipc-3", steps, ("auto", "tuned")) for steps in (5, 8, 10, 15, 20)),
+    *(("dpmpp-2m", steps, ("auto", "tuned")) for steps in (5, 8, 10, 20)),
+)
+
+
+def tune_row(run, prompts=None) -> dict[str, float]:
+    """Tune run.cfg.sample's sampler and steps as `ddpmlab tune` does (with these prompts) into the run directory;
+    what it found and how long it took."""
+    from ddpmlab.prompting import with_prompts
+    from ddpmlab.sampling import save_tuned, tune, with_sample_settings
+
+    run = with_sample_settings(with_prompts(run, prompts) if prompts else run, spacing="auto")
+    t = time.perf_counter()
+    r = tune(run, samples=64, reference_steps=100)  # `ddpmlab tune`'s defaults
+    save_tuned(run, r, samples=64, reference_steps=100)
+    seconds = time.perf_counter() - t
+    print(f"tuned {run.cfg.sample.sampler} at {run.cfg.sample.steps} steps in {seconds:.0f} s: check "
+          f"{r.check_start:.4g} -> {r.check:.4g}, timesteps {list(r.timesteps)}", flush=True)
+    return {"tune_seconds": seconds, "timesteps": list(r.timesteps), "check": [r.check_start, r.check]}
+
 
 def templated(run_dir: str, per_prompt: int, rows=ROWS) -> dict[str, dict[str, float]]:
     from ddpmlab.evaluate import Scorer, default_cache_dir
@@ -60,11 +84,12 @@ def templated(run_dir: str, per_prompt: int, rows=ROWS) -> dict[str, dict[str, f
     for sampler, steps, spacings in rows:
         for spacing in spacings:
             run = with_sample_settings(base, sampler=sampler, steps=steps, spacing=spacing, seed=0)
+            tuned = tune_row(run, prompts) if spacing == "tuned" else {}
             t = time.perf_counter()
             x = sample(run, len(want), prompts=prompts)
             m = scorer.score(x).to_json()
             acc = float((_classify(base.cfg.data.name, x) == want).float().mean())
-            out[f"{sampler}/{steps}/{spacing}"] = {"fid": m["fid"], "kid": m["kid"], "accuracy": acc}
+            out[f"{sampler}/{steps}/{spacing}"] = {"fid": m["fid"], "kid": m["kid"], "accuracy": acc, **tuned}
             print(f"{sampler} {steps} steps {spacing}: FID {m['fid']:.3f}, KID {m['kid']:.5f}, accuracy {acc:.3f} "
                   f"({time.perf_counter() - t:.0f} s)", flush=True)
     return out
@@ -100,10 +125,11 @@ def moons(run_dir: str, rows) -> dict[str, dict[str, float]]:
     for sampler, steps, spacings in rows:
         for spacing in spacings:
             run = with_sample_settings(base, sampler=sampler, steps=steps, spacing=spacing)
+            tuned = tune_row(run) if spacing == "tuned" else {}
             ed = statistics.median(energy_distance(sample(with_sample_settings(run, seed=s), 2000).double(), fresh[s])
                                    for s in range(3))
             nfe = len(timesteps_of(run))
-            out[f"{sampler}/{steps}/{spacing}"] = {"energy_distance": ed, "nfe": nfe}
+            out[f"{sampler}/{steps}/{spacing}"] = {"energy_distance": ed, "nfe": nfe, **tuned}
             print(f"moons {sampler} {steps} steps {spacing} ({nfe} NFE): energy distance {ed:.5f} "
                   f"({ed / floor:.1f}x floor)", flush=True)
     return out
@@ -115,26 +141,30 @@ def main() -> None:
     ap.add_argument("--emoji-run", help="a run of the emoji-text preset")
     ap.add_argument("--per-prompt", type=int, default=100, help="samples per held-out phrasing (20 phrasings)")
     ap.add_argument("--moons-run", help="a run of the moons preset (linear schedule)")
-    ap.add_argument("--rows", choices=["auto-vs-oracle", "rho-window"], default="auto-vs-oracle",
-                    help="the rows of section 5b, or the multistep solvers at 5-20 steps with rho-window beside the "
-                         "spacing auto took before it (section 5c)")
+    ap.add_argument("--rows", choices=["auto-vs-oracle", "rho-window", "tuned"], default="auto-vs-oracle",
+                    help="the rows of section 5b; the multistep solvers at 5-20 steps with rho-window beside the "
+                         "spacing auto took before it (section 5c); or unipc-3 and dpmpp-2m at 5-20 steps with "
+                         "`ddpmlab tune`'s timesteps beside auto's (section 5d: tunes each row into the run "
+                         "directory's timesteps.json first)")
     ap.add_argument("--samplers", help="comma-separated: only the rows of these samplers")
     ap.add_argument("--steps", help="comma-separated: only the rows of these step counts")
     ap.add_argument("--window-top", type=float,
                     help="an experiment: the highest level below t = T of karras, logsnr and the window spacings "
                          "(default 80, EDM's sigma_max)")
     ap.add_argument("--out", help="JSON file (default: benchmarks/results/spacing_trained.json, or "
-                                  "spacing_trained_rho.json with --rows rho-window)")
+                                  "spacing_trained_rho.json / spacing_trained_tuned.json with --rows rho-window / "
+                                  "tuned)")
     args = ap.parse_args()
     if not (args.text_run or args.moons_run):
         ap.error("give --text-run, --moons-run or both")
     if args.emoji_run and args.rows != "auto-vs-oracle":
-        ap.error("--emoji-run scores the rows of section 5b only; leave it out with --rows rho-window")
+        ap.error(f"--emoji-run scores the rows of section 5b only; leave it out with --rows {args.rows}")
     for given in (args.text_run, args.emoji_run, args.moons_run):
         if given and not (Path(given) / "config.toml").exists():
             ap.error(f"{given} is not a run (no config.toml there); train it first, see this script's help")
-    out_path = Path(args.out or ("benchmarks/results/spacing_trained.json" if args.rows == "auto-vs-oracle"
-                                 else "benchmarks/results/spacing_trained_rho.json"))
+    out_path = Path(args.out or {"auto-vs-oracle": "benchmarks/results/spacing_trained.json",
+                                 "rho-window": "benchmarks/results/spacing_trained_rho.json",
+                                 "tuned": "benchmarks/results/spacing_trained_tuned.json"}[args.rows])
     if args.window_top is not None:
         if not args.window_top > 0:
             ap.error(f"--window-top {args.window_top}: give a noise level above 0")
@@ -142,7 +172,7 @@ def main() -> None:
 
         ddpmlab.schedules.KARRAS_SIGMA_MAX = args.window_top
     torch.manual_seed(0)
-    rows = ROWS if args.rows == "auto-vs-oracle" else RHO_ROWS
+    rows = {"auto-vs-oracle": ROWS, "rho-window": RHO_ROWS, "tuned": TUNED_ROWS}[args.rows]
     if args.samplers:
         rows = tuple(row for row in rows if row[0] in args.samplers.split(","))
     if args.steps:

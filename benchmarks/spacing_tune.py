@@ -1,8 +1,8 @@
 """Tuned timesteps (`ddpmlab tune`, samplers/tuning.py) on sampler_oracle.py's Gaussian mixtures, both schedules.
 
 For each schedule, mixture, sampler and NFE the levels are fitted as `ddpmlab tune` fits them to a network:
-on held-out noise (128 draws to fit and 128 to check, `ddpmlab tune`'s default, of other seeds than the scored
-draws), against the same reference (unipc-3, 200 steps uniform in log-SNR) and with the same budget (at most 200
+on held-out noise (64 draws to fit and 64 to check, `ddpmlab tune`'s default, of other seeds than the scored
+draws), against the same reference (unipc-3, uniform in log-SNR, 100 steps or 4 x NFE) and with the same budget (at most 150
 solves), starting from `auto`'s spacing. The exact ODE solution plays no part in the fit. Both `auto` and the
 tuned timesteps are then scored as sampler_oracle.py scores a spacing: the mean L2 error of its 1,000 samples
 against the exact probability-flow ODE from the same x_T, as a multiple of diffusers' best of 39 settings for that
@@ -26,7 +26,7 @@ import torch
 from ddpmlab.samplers import SAMPLERS, resolve_spacing
 from ddpmlab.samplers.oracle import oracle_denoiser
 from ddpmlab.samplers.tuning import sample_error, tune_timesteps
-from ddpmlab.sampling import REFERENCE_SAMPLER
+from ddpmlab.sampling import REFERENCE_SAMPLER, reference_steps_for
 from ddpmlab.schedules import make_schedule, spaced_timesteps
 
 import sampler_oracle as oracle
@@ -38,8 +38,8 @@ def main() -> None:
     ap.add_argument("--samplers", default="unipc-3,dpmpp-2m")
     ap.add_argument("--nfe", default="5,8,10,15,20,50")
     ap.add_argument("--n", type=int, default=1000, help="scored samples (the first n of sampler_oracle.py's 1,000)")
-    ap.add_argument("--tune-samples", type=int, default=128)
-    ap.add_argument("--trials", type=int, default=200)
+    ap.add_argument("--tune-samples", type=int, default=64)
+    ap.add_argument("--trials", type=int, default=150)
     ap.add_argument("--results", default="benchmarks/results", help="where the oracle JSON files are")
     ap.add_argument("--out", default="benchmarks/results/spacing_tune.json")
     args = ap.parse_args()
@@ -62,11 +62,15 @@ def main() -> None:
             exact = oracle.exact_ode(mix, x_T, 2000)
             held, other = (torch.randn(args.tune_samples, mix.dim, generator=torch.Generator().manual_seed(seed),
                                        dtype=torch.float64) for seed in (7, 8))
-            fine = spaced_timesteps(sched, 200, "logsnr")
-            reference, check = (SAMPLERS[REFERENCE_SAMPLER](den, x, sched, fine) for x in (held, other))
+            references = {}  # reference steps -> (reference, check reference), as `ddpmlab tune` sets them
             for sampler in samplers:
                 run = SAMPLERS[sampler]
                 for nfe in nfes:
+                    steps = reference_steps_for(nfe, 100, sched.T)
+                    if steps not in references:
+                        fine = spaced_timesteps(sched, steps, "logsnr")
+                        references[steps] = [SAMPLERS[REFERENCE_SAMPLER](den, x, sched, fine) for x in (held, other)]
+                    reference, check = references[steps]
                     spacing = resolve_spacing(sampler, "auto", nfe, sched.T)
                     start = spaced_timesteps(sched, nfe, spacing)
                     tuned = tune_timesteps(lambda ts: run(den, held, sched, ts), sched, start, reference,

@@ -528,3 +528,6 @@ def test_every_spacing_is_offered_by_the_cli_and_the_config():
     choices = lambda name: list(next(a.choices for a in commands[name]._actions if a.dest == "spacing"))  # noqa: E731
     assert choices("sample") == ["auto", *SPACINGS, "tuned"]
     assert choices("tune") == ["auto", *SPACINGS]  # where the search starts: tuned timesteps are what it makes
+    from ddpmlab.studio.jobs.runs import spacing_names
+
+    assert spacing_names() == ["auto", *SPACINGS, "tuned"]

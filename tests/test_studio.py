@@ -276,6 +276,8 @@ def test_bad_input_is_one_line_in_the_page_and_the_server_keeps_serving(client, 
         call(client, "/sample", *sample_args(runs, n=65))
     with pytest.raises(errors, match="cannot exceed diffusion.T"):
         call(client, "/sample", *sample_args(runs, steps=51))
+    with pytest.raises(errors, match=r"has no timesteps tuned for ddim at 3 steps; run `ddpmlab tune"):
+        call(client, "/sample", *sample_args(runs, "ddim", 3, "tuned", n=1))
     text = tmp_path / "notes.png"
     text.write_text("these are words, not pixels")
     with pytest.raises(errors, match="notes.png is not an image; upload a PNG"):

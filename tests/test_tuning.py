@@ -76,6 +76,25 @@ def test_tuning_keeps_the_start_when_no_move_helps_and_stops_at_its_budget():
         tune_timesteps(lambda ts: held, SCHED, torch.tensor([1000]), reference)
 
 
+def test_the_reference_takes_at_least_four_times_the_tuned_steps_and_at_most_T():
+    from ddpmlab.sampling import reference_steps_for
+
+    assert reference_steps_for(5, 100, 1000) == 100
+    assert reference_steps_for(50, 100, 1000) == 200
+    assert reference_steps_for(20, 100, 100) == 100
+
+
+def test_the_last_level_never_rises_above_the_start_s():
+    # the start's own output, moved: a last level above the start's would be closer, and is not taken
+    oracle, run = oracle_denoiser(MIX, SCHED), SAMPLERS["unipc-3"]
+    held = _noise(32, 0)
+    start = spaced_timesteps(SCHED, 5, "logsnr-window")
+    higher = torch.tensor([*start[:-1].tolist(), int(start[-1]) + 60])
+    target = run(oracle, held, SCHED, higher)
+    r = tune_timesteps(lambda ts: run(oracle, held, SCHED, ts), SCHED, start, target, max_trials=80)
+    assert r.timesteps[-1] <= r.start[-1] and r.error > 0
+
+
 def test_sample_error_is_the_mean_l2_distance_and_inf_when_not_finite():
     ref = torch.zeros(2, 3)
     assert sample_error(torch.tensor([[3.0, 4.0, 0.0], [0.0, 0.0, 1.0]]), ref) == pytest.approx(3.0)

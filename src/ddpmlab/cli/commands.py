@@ -115,7 +115,7 @@ def _sample_request(args: argparse.Namespace, run):
 def cmd_tune(args: argparse.Namespace) -> int:
     from ..prompting import with_prompts
     from ..samplers import SAMPLERS, resolve_spacing
-    from ..sampling import check_tunable, load_run, save_tuned, tune, with_sample_settings
+    from ..sampling import check_tunable, load_run, reference_steps_for, save_tuned, tune, with_sample_settings
 
     run = with_prompts(load_run(args.run, weights=args.weights, device=args.device), prompts_of(args),
                        args.text_encoder)
@@ -129,8 +129,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     s = run.cfg.sample
     start = resolve_spacing(s.sampler, s.spacing, s.steps, run.schedule.T)
     print(f"tuning {s.sampler} at {s.steps} steps from {start} on {run.path} (step {run.step}): {args.samples} "
-          f"held-out draws to fit and {args.samples} to check, reference {min(args.reference_steps, run.schedule.T)} "
-          f"steps, at most {args.trials} solves")
+          f"held-out draws to fit and {args.samples} to check, reference "
+          f"{reference_steps_for(s.steps, args.reference_steps, run.schedule.T)} steps, at most {args.trials} solves")
     r = tune(run, samples=args.samples, reference_steps=args.reference_steps, max_trials=args.trials, progress=True)
     path = save_tuned(run, r, samples=args.samples, reference_steps=args.reference_steps)
     print(f"error against the reference: {r.error_start:.4g} -> {r.error:.4g} on the {args.samples} draws fitted "

@@ -191,11 +191,11 @@ def _tune_command(command: Callable[[str, str], argparse.ArgumentParser]) -> Non
                    "(default: the run's sample.sampler); ddim and heun are tuned as ODE solvers (eta 0, churn 0)")
     p.add_argument("--steps", type=_positive, help="sampler steps to tune (default: the run's sample.steps)")
     p.add_argument("--spacing", choices=SPACING_CHOICES, help="where the search starts (default auto)")
-    p.add_argument("--samples", type=_positive, default=128, help="held-out noise draws, solved in one batch "
-                   "(default 128)")
-    p.add_argument("--reference-steps", type=_positive, default=200, help="steps of the reference solve "
-                   "(unipc-3, uniform in log-SNR; default 200, at most T)")
-    p.add_argument("--trials", type=_positive, default=200, help="most few-step solves the search runs (default 200)")
+    p.add_argument("--samples", type=_positive, default=64, help="held-out noise draws to fit, and as many to check "
+                   "the fit on, each set solved in one batch (default 64)")
+    p.add_argument("--reference-steps", type=_positive, default=100, help="steps of the reference solve "
+                   "(unipc-3, uniform in log-SNR; default 100, and at least 4 x --steps, at most T)")
+    p.add_argument("--trials", type=_positive, default=150, help="most few-step solves the search runs (default 150)")
     text_options(p, several=True)
     p.add_argument("--guidance", type=float, help="guidance weight to tune for (default: the run's sample.guidance)")
     p.add_argument("--seed", type=int, help="seed of the held-out noise (default: the run's sample.seed)")

@@ -12,6 +12,10 @@ fixed spacings logsnr-window and rho-window are members): three numbers, so a fe
 down and there are no local minima to get stuck in. Then coordinate descent from the best window: one level at a
 time moves by +-move in log sigma while that brings the solve closer, the move halving when no level's move helps.
 Every level is a whole timestep, one the network was trained at, and the first stays at t = T, where x_T is drawn.
+The last level never rises above the start's: the solve returns the x0 estimate there, E[x0 | x_t], an average over
+what x_t leaves open, and a higher last level buys L2 closeness to the reference with blur (on `fashion-mnist-text`,
+unipc-3 at 5 steps tuned without this bound moved its last level from t = 94 to 169: a third closer to the
+reference, visibly smoother, FID 5.03 against 3.78).
 With a second set of held-out draws (`check`), the result is whichever of the start, the best window and the
 refined levels lands closest on that set: a fit that does not carry over to other noise keeps the start.
 
@@ -77,14 +81,15 @@ def grid_candidates(schedule: Schedule, steps: int) -> list[tuple[int, ...]]:
 
 def tune_timesteps(solve: Callable[[torch.Tensor], torch.Tensor], schedule: Schedule, start: torch.Tensor,
                    reference: torch.Tensor, *, check: tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor]
-                   | None = None, max_trials: int = 200, moves: tuple[float, ...] = MOVES, grid: bool = True,
+                   | None = None, max_trials: int = 150, moves: tuple[float, ...] = MOVES, grid: bool = True,
                    progress: bool = False) -> TunedTimesteps:
     """The timesteps (as many as `start`, decreasing ints in [1, T], the first kept) whose solve is closest to the
     reference: the start, then (grid=True) every window of grid_candidates, then coordinate descent.
 
     solve(timesteps) -> the solution (B, ...) of the held-out noise that `reference` (B, ...) solves with many
     steps. A trial that would merge or reorder levels is skipped unrun. Stops after max_trials solves (the grid
-    first: 100 windows at most) or when the smallest move helps nowhere. check = (solve, reference) of other
+    first: 100 windows at most) or when the smallest move helps nowhere. The last level stays at or below the
+    start's. check = (solve, reference) of other
     draws: the start, the best window and the refined levels are scored there (3 more solves), the best kept.
     """
     start_ts = [int(t) for t in start]
@@ -103,10 +108,14 @@ def tune_timesteps(solve: Callable[[torch.Tensor], torch.Tensor], schedule: Sche
     best_ts, best = start_ts, error(start_ts)
     error_start = best
     tried: set[tuple[int, ...]] = {tuple(start_ts)}
+    def allowed(ts) -> bool:
+        """Levels decreasing, the first the start's, the last no higher than the start's last."""
+        return ts[0] == start_ts[0] and ts[-1] <= start_ts[-1] and all(a > b for a, b in zip(ts, ts[1:]))
+
     for cand in grid_candidates(schedule, len(start_ts)) if grid else []:
         if trials >= max_trials:
             break
-        if cand in tried or cand[0] != start_ts[0]:
+        if cand in tried or not allowed(cand):
             continue
         tried.add(cand)
         e = error(list(cand))
@@ -131,7 +140,7 @@ def tune_timesteps(solve: Callable[[torch.Tensor], torch.Tensor], schedule: Sche
                     cand = list(levels)
                     cand[i] += sign * move
                     ts = timesteps_of(cand)
-                    if trials >= max_trials or tuple(ts) in tried or not all(a > b for a, b in zip(ts, ts[1:])):
+                    if trials >= max_trials or tuple(ts) in tried or not allowed(ts):
                         continue
                     tried.add(tuple(ts))
                     e = error(ts)

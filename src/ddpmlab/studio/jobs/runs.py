@@ -114,7 +114,8 @@ def sampler_names() -> list[str]:
 
 
 def spacing_names() -> list[str]:
-    """The timestep spacings the page offers: "auto" (the sampler's own) and every registered one."""
+    """The timestep spacings the page offers: "auto" (the sampler's own), every registered one, and "tuned" (the
+    run's timesteps.json from `ddpmlab tune`; a run without an entry for the sampler and steps says so)."""
     from ...schedules import SPACINGS
 
-    return ["auto", *SPACINGS]
+    return ["auto", *SPACINGS, "tuned"]
