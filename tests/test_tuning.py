@@ -157,8 +157,11 @@ def test_tuning_refuses_samplers_that_draw_noise(tmp_path):
         tune(_moons_run(tmp_path, sampler="ddpm", steps=5))
     with pytest.raises(ConfigError, match=r"ddim with sample.eta = 0.5 draws noise: set it to 0"):
         tune(_moons_run(tmp_path, sampler="ddim", steps=5, eta=0.5))
-    with pytest.raises(ConfigError, match="at least 2 steps"):
+    with pytest.raises(ConfigError, match="tuning fits solves of 2 to 20 steps, got sample.steps = 1"):
         tune(_moons_run(tmp_path, sampler="unipc-3", steps=1))
+    with pytest.raises(ConfigError, match="got sample.steps = 21: at more steps the solve is as accurate as the "
+                                          "reference"):
+        tune(_moons_run(tmp_path, sampler="unipc-3", steps=21))
     assert not (tmp_path / ckpt.TUNED).exists()
 
 
@@ -195,6 +198,9 @@ def test_the_tune_command_writes_timesteps_that_sample_then_uses(tmp_path, capsy
     assert main(["sample", str(run), "--sampler", "unipc-3", "--steps", "6", "--spacing", "tuned"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no timesteps tuned for unipc-3 at 6 steps" in err
+    assert main(["eval", str(run), "--n", "200", "--sampler", "unipc-3", "--steps", "5", "--spacing", "tuned"]) == 0
+    assert json.loads((run / "eval.json").read_text())["sampling"]["spacing"] == "tuned"
+    capsys.readouterr()
     assert main(["tune", str(run), "--sampler", "ddpm"]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.count("\n") == 1 and "draws noise" in captured.err

@@ -170,11 +170,12 @@ def evaluate(run: Run, n: int = 2000, sampler: str | None = None, steps: int | N
              guidance: float | None = None, guidance_sweep: list[float] | None = None,
              sweep_steps: list[int] | None = None, samplers: list[str] | None = None, features: str = "auto",
              inception_weights: str | None = None, seed: int | None = None, batch_size: int | None = None,
-             cache_dir: str | Path | None = "default", out_dir: str | Path | None = None, progress: bool = False,
-             log: Callable[[str], None] = print) -> EvalResult:
+             spacing: str | None = None, cache_dir: str | Path | None = "default", out_dir: str | Path | None = None,
+             progress: bool = False, log: Callable[[str], None] = print) -> EvalResult:
     """Sample n items from run, score them against real data and write eval.json / eval.md into out_dir (run.path).
 
-    sampler / steps / guidance / seed override the run's sample settings. guidance_sweep: also score these
+    sampler / steps / spacing / guidance / seed override the run's sample settings (a new sampler without a spacing
+    takes "auto"; spacing "tuned" scores the timesteps `ddpmlab tune` fitted). guidance_sweep: also score these
     guidance weights (conditional runs). sweep_steps x samplers: also score each sampler at each step count
     (quality vs NFE table and plot). cache_dir: where reference features are cached ("default":
     default_cache_dir(); None: no cache).
@@ -182,7 +183,7 @@ def evaluate(run: Run, n: int = 2000, sampler: str | None = None, steps: int | N
     if n < MIN_N:
         raise ConfigError(f"--n must be at least {MIN_N} for precision/recall and KID, got {n}")
     run = with_sample_settings(run, sampler=sampler, steps=steps, guidance=guidance, seed=seed,
-                               batch_size=batch_size, spacing="auto" if sampler else None)
+                               batch_size=batch_size, spacing=spacing or ("auto" if sampler else None))
     check_guidance(run, run.cfg.sample.guidance)
     for w in guidance_sweep or []:
         check_guidance(run, w)

@@ -237,7 +237,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError("--per-prompt applies only to eval --prompts")
     r = evaluate(run, args.n, args.sampler, args.steps, guidance=args.guidance, guidance_sweep=sweep,
                  sweep_steps=args.sweep_steps, samplers=samplers, features=args.features,
-                 inception_weights=args.inception_weights, seed=args.seed, batch_size=args.batch_size, progress=True)
+                 inception_weights=args.inception_weights, seed=args.seed, batch_size=args.batch_size,
+                 spacing=args.spacing, progress=True)
     print("\n".join(r.summary_lines()))
     return 0
 

@@ -189,7 +189,7 @@ def _tune_command(command: Callable[[str, str], argparse.ArgumentParser]) -> Non
     p.add_argument("run", help="run directory")
     p.add_argument("--sampler", help="an ODE sampler: ddim, dpmpp-2m, dpmpp-3m, unipc-2, unipc-3, euler, heun "
                    "(default: the run's sample.sampler); ddim and heun are tuned as ODE solvers (eta 0, churn 0)")
-    p.add_argument("--steps", type=_positive, help="sampler steps to tune (default: the run's sample.steps)")
+    p.add_argument("--steps", type=_positive, help="sampler steps to tune, 2 to 20 (default: the run's sample.steps)")
     p.add_argument("--spacing", choices=SPACING_CHOICES, help="where the search starts (default auto)")
     p.add_argument("--samples", type=_positive, default=64, help="held-out noise draws to fit, and as many to check "
                    "the fit on, each set solved in one batch (default 64)")
@@ -274,6 +274,8 @@ def _eval_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> No
     p.add_argument("--n", type=_positive, default=2000, help="samples to score (default 2000)")
     p.add_argument("--sampler", help="sampler name (default: the run's sample.sampler)")
     p.add_argument("--steps", type=_positive, help="network evaluations (default: the run's sample.steps)")
+    p.add_argument("--spacing", choices=[*SPACING_CHOICES, "tuned"], help="timestep spacing (default: the sampler's "
+                   "own); tuned: the run's timesteps.json, fitted by ddpmlab tune")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--guidance", type=float, help="classifier-free guidance weight w (conditional runs)")
     g.add_argument("--guidance-sweep", metavar="W,W,...", help="also score these guidance weights")

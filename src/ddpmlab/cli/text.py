@@ -47,7 +47,8 @@ def eval_prompts(args: argparse.Namespace, run, sweep: list[float] | None) -> in
               if getattr(args, k) is not None] + (["--features"] if args.features != "auto" else [])
     if unused or args.n != 2000:
         raise ConfigError(f"{', '.join(unused) or '--n'} does not apply to eval --prompts (use --per-prompt)")
-    run = with_sample_settings(run, sampler=args.sampler, steps=args.steps, seed=args.seed)
+    run = with_sample_settings(run, sampler=args.sampler, steps=args.steps, seed=args.seed,
+                               spacing=args.spacing or ("auto" if args.sampler else None))
     r = alignment(run, sweep or [args.guidance if args.guidance is not None else run.cfg.sample.guidance],
                   args.per_prompt or 8)
     out = Path(args.run) / "alignment.json"
