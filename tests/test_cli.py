@@ -113,3 +113,10 @@ def test_main_puts_the_warning_format_back_for_code_that_runs_after_it(tmp_path,
     assert warnings.formatwarning is before  # an in-process caller keeps its own warning lines
     assert main(["sample", str(tmp_path / "no-such-run")]) != 0  # the error path too
     assert warnings.formatwarning is before
+
+
+def test_tune_on_an_image_run_says_to_compare_before_adopting(image_run, capsys):
+    code, out, _ = run_cli(capsys, "tune", str(image_run), "--sampler", "dpmpp-2m", "--steps", "3", "--samples", "4",
+                           "--trials", "3", "--reference-steps", "12")
+    assert code == 0 and "--spacing tuned` with --spacing auto first" in out
+    assert (image_run / "timesteps.json").is_file()
