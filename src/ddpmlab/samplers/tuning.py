@@ -33,7 +33,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from ..schedules import Schedule, window_timesteps
+from ..schedules import Schedule, _nearest_timesteps, window_timesteps
 
 # the grid: window tops and bottoms (sigma_min = c / steps^2) and exponents (None: log-uniform)
 TOPS = (10.0, 20.0, 40.0, 80.0, 160.0)
@@ -89,13 +89,13 @@ def tune_timesteps(solve: Callable[[torch.Tensor], torch.Tensor], schedule: Sche
     solve(timesteps) -> the solution (B, ...) of the held-out noise that `reference` (B, ...) solves with many
     steps. A trial that would merge or reorder levels is skipped unrun. Stops after max_trials solves (the grid
     first: 100 windows at most) or when the smallest move helps nowhere. The last level stays at or below the
-    start's. check = (solve, reference) of other
-    draws: the start, the best window and the refined levels are scored there (3 more solves), the best kept.
+    start's. check = (solve, reference) of other draws: the start, the best window and the refined levels are
+    scored there (3 more solves) and the closest is kept.
     """
     start_ts = [int(t) for t in start]
     if len(start_ts) < 2:
         raise ValueError("tuning needs at least 2 timesteps (the first stays at the start's)")
-    log_sigma = (schedule.sigma / schedule.alpha).log()  # index t = 0..T, increasing in t
+    log_sigma = (schedule.sigma / schedule.alpha).log()  # index t = 0..T, increasing in t (-inf at t = 0)
     trials = 0
     bar = tqdm(total=max_trials, desc="tuning", unit="solve", disable=not progress)
 
@@ -108,6 +108,7 @@ def tune_timesteps(solve: Callable[[torch.Tensor], torch.Tensor], schedule: Sche
     best_ts, best = start_ts, error(start_ts)
     error_start = best
     tried: set[tuple[int, ...]] = {tuple(start_ts)}
+
     def allowed(ts) -> bool:
         """Levels decreasing, the first the start's, the last no higher than the start's last."""
         return ts[0] == start_ts[0] and ts[-1] <= start_ts[-1] and all(a > b for a, b in zip(ts, ts[1:]))
@@ -124,10 +125,8 @@ def tune_timesteps(solve: Callable[[torch.Tensor], torch.Tensor], schedule: Sche
 
     def timesteps_of(lv: list[float]) -> list[int]:
         """The nearest timestep in log sigma to each level after the first (which stays start_ts[0])."""
-        grid_ls, want = log_sigma[1:], torch.tensor(lv[1:], dtype=log_sigma.dtype)
-        hi = torch.searchsorted(grid_ls, want).clamp(1, len(grid_ls) - 1)  # grid_ls[hi - 1] <= want <= grid_ls[hi]
-        lower = (want - grid_ls[hi - 1]).abs() <= (grid_ls[hi] - want).abs()
-        return [start_ts[0], *(int(i) + 1 for i in hi - lower.long())]  # index i of grid_ls is timestep i + 1
+        ts = _nearest_timesteps(schedule, torch.tensor(lv, dtype=torch.float64).exp())
+        return [start_ts[0], *(int(t) for t in ts[1:])]
 
     stages = {tuple(start_ts): error_start, tuple(best_ts): best}  # the start and the best window: fit errors
     levels = [log_sigma[t].item() for t in best_ts]  # timesteps_of(levels) gives best_ts back
