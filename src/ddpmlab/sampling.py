@@ -342,6 +342,12 @@ def check_tunable(run: Run) -> None:
                           "--spacing auto there")
 
 
+def start_spacing(run: Run) -> str:
+    """The spacing tuning starts from: run.cfg.sample's, with "auto" resolved and "tuned" taken as "auto"."""
+    s = run.cfg.sample
+    return resolve_spacing(s.sampler, "auto" if s.spacing == "tuned" else s.spacing, s.steps, run.schedule.T)
+
+
 @torch.no_grad()
 def tune(run: Run, *, samples: int = 64, reference_steps: int = 100, max_trials: int = 150,
          progress: bool = False) -> TunedTimesteps:
@@ -360,8 +366,7 @@ def tune(run: Run, *, samples: int = 64, reference_steps: int = 100, max_trials:
                           f"{reference_steps}, {max_trials}")
     check_guidance(run, s.guidance)
     T = run.schedule.T
-    start = spaced_timesteps(run.schedule, s.steps,
-                             resolve_spacing(s.sampler, "auto" if s.spacing == "tuned" else s.spacing, s.steps, T))
+    start = spaced_timesteps(run.schedule, s.steps, start_spacing(run))
     if len(start) < 2:
         raise ConfigError(f"{s.steps} steps of spacing {s.spacing} merge into one timestep at T = {T}")
     labels = run_labels(run, samples)
@@ -390,8 +395,7 @@ def save_tuned(run: Run, result: TunedTimesteps, *, samples: int, reference_step
         entries = _tuned_entries(run.path)
         entries[f"{s.sampler}/{s.steps}"] = {
             "timesteps": list(result.timesteps), "start": list(result.start),
-            "start_spacing": resolve_spacing(s.sampler, "auto" if s.spacing == "tuned" else s.spacing, s.steps,
-                                             run.schedule.T),
+            "start_spacing": start_spacing(run),
             "error_start": result.error_start, "error": result.error, "check_start": result.check_start,
             "check": result.check, "trials": result.trials, "samples": samples,
             "reference": f"{REFERENCE_SAMPLER}, {reference_steps_for(s.steps, reference_steps, run.schedule.T)} "
@@ -472,4 +476,5 @@ LoadedRun = Run  # the name before Run; kept as an alias
 
 __all__ = ["LoadedRun", "Run", "check_guidance", "check_tunable", "class_labels", "default_labels", "denoiser_for",
            "generate", "initial_noise", "load_run", "record_trajectory", "reference_steps_for", "run_labels", "sample",
-           "sample_generators", "save_tuned", "timesteps_of", "tune", "tuned_timesteps", "with_sample_settings"]
+           "sample_generators", "save_tuned", "start_spacing", "timesteps_of", "tune", "tuned_timesteps",
+           "with_sample_settings"]

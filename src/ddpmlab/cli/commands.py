@@ -114,8 +114,9 @@ def _sample_request(args: argparse.Namespace, run):
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from ..prompting import with_prompts
-    from ..samplers import SAMPLERS, resolve_spacing
-    from ..sampling import check_tunable, load_run, reference_steps_for, save_tuned, tune, with_sample_settings
+    from ..samplers import SAMPLERS
+    from ..sampling import (check_tunable, load_run, reference_steps_for, save_tuned, start_spacing, tune,
+                            with_sample_settings)
 
     run = with_prompts(load_run(args.run, weights=args.weights, device=args.device), prompts_of(args),
                        args.text_encoder)
@@ -127,7 +128,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
                                seed=args.seed, **ode)
     check_tunable(run)
     s = run.cfg.sample
-    start = resolve_spacing(s.sampler, s.spacing, s.steps, run.schedule.T)
+    start = start_spacing(run)
     print(f"tuning {s.sampler} at {s.steps} steps from {start} on {run.path} (step {run.step}): {args.samples} "
           f"held-out draws to fit and {args.samples} to check, reference "
           f"{reference_steps_for(s.steps, args.reference_steps, run.schedule.T)} steps, at most {args.trials} solves")
