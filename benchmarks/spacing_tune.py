@@ -27,8 +27,7 @@ import torch
 
 from ddpmlab.samplers import SAMPLERS, resolve_spacing
 from ddpmlab.samplers.oracle import oracle_denoiser
-from ddpmlab.samplers.tuning import sample_error, tune_timesteps
-from ddpmlab.sampling import REFERENCE_SAMPLER, reference_steps_for
+from ddpmlab.samplers.tuning import sample_error, tune_solver
 from ddpmlab.schedules import make_schedule, spaced_timesteps
 
 import sampler_oracle as oracle
@@ -64,20 +63,12 @@ def main() -> None:
             exact = oracle.exact_ode(mix, x_T, 2000)
             held, other = (torch.randn(args.tune_samples, mix.dim, generator=torch.Generator().manual_seed(seed),
                                        dtype=torch.float64) for seed in (7, 8))
-            references = {}  # reference steps -> (reference, check reference), as `ddpmlab tune` sets them
             for sampler in samplers:
                 run = SAMPLERS[sampler]
                 for nfe in nfes:
-                    steps = reference_steps_for(nfe, 100, sched.T)
-                    if steps not in references:
-                        fine = spaced_timesteps(sched, steps, "logsnr")
-                        references[steps] = [SAMPLERS[REFERENCE_SAMPLER](den, x, sched, fine) for x in (held, other)]
-                    reference, check = references[steps]
                     spacing = resolve_spacing(sampler, "auto", nfe, sched.T)
                     start = spaced_timesteps(sched, nfe, spacing)
-                    tuned = tune_timesteps(lambda ts: run(den, held, sched, ts), sched, start, reference,
-                                           check=(lambda ts: run(den, other, sched, ts), check),
-                                           max_trials=args.trials)
+                    tuned = tune_solver(run, den, sched, start, held, other, max_trials=args.trials)
                     d = best[(name, mix_name, nfe)]
                     err_auto = sample_error(run(den, x_T, sched, start), exact)
                     err_tuned = sample_error(run(den, x_T, sched, torch.tensor(tuned.timesteps)), exact)

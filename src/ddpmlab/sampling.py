@@ -11,6 +11,7 @@ import dataclasses
 import json
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -29,7 +30,7 @@ from .prompting import run_context, with_prompts
 from .runtime import autocast, keep_freed_memory, use_bf16
 from .samplers import SAMPLER_OPTIONS, SAMPLERS, resolve_spacing, steps_warning
 from .samplers.common import Callback
-from .samplers.tuning import TunedTimesteps, tune_timesteps
+from .samplers.tuning import REFERENCE_SAMPLER, TunedTimesteps, reference_steps_for, tune_solver
 from .schedules import Schedule, schedule_from_config, spaced_timesteps
 from .text.context import TextContext
 
@@ -269,24 +270,15 @@ def timesteps_of(run: Run) -> torch.Tensor:
 
 TUNED = ckpt.TUNED  # RUN/timesteps.json: {"SAMPLER/STEPS": what save_tuned records}
 TUNE_NOISE = 500_000  # tuning draws the noise of sample indices from here on, not that of the samples drawn first
-REFERENCE_SAMPLER = "unipc-3"  # the reference solve: every ODE sampler converges to the same solution
-REFERENCE_FACTOR = 4  # the reference takes at least this many times the tuned steps: it must be the far better solve
 # Tuning fits few-step solves. On the oracle mixtures it helped at 5-20 steps; at 50 the solve was about as close to
 # the exact ODE as any reference on the same integer timesteps, and the fit followed the reference's own error (3x
 # further from the exact ODE than auto's, benchmarks/spacing_tune.py).
 MAX_TUNED_STEPS = 20
 
 
-def reference_steps_for(steps: int, reference_steps: int, T: int) -> int:
-    """Steps of the reference solve when tuning `steps`: reference_steps, or REFERENCE_FACTOR x steps if more, at
-    most T. (On the oracle mixtures, 50 steps tuned against a 100-step reference fitted the reference's own error
-    and ended 2x further from the exact ODE than auto's.)"""
-    return min(T, max(reference_steps, REFERENCE_FACTOR * steps))
-
-
-# samplers that solve the probability-flow ODE (no noise drawn), with the option values that keep them so
-ODE_SAMPLERS: dict[str, dict[str, float]] = {"ddim": {"eta": 0.0}, "dpmpp-2m": {}, "dpmpp-3m": {}, "unipc-2": {},
-                                             "unipc-3": {}, "euler": {}, "heun": {"s_churn": 0.0}}
+# samplers that solve the probability-flow ODE (no noise drawn) at their options' defaults (ddim's eta = 0, heun's
+# churn = 0): every one but ddpm
+ODE_SAMPLERS: dict[str, dict[str, Any]] = {name: spec.options for name, spec in SAMPLERS.items() if name != "ddpm"}
 
 
 def _tuned_entries(run_dir: Path) -> dict[str, Any]:
@@ -355,9 +347,9 @@ def tune(run: Run, *, samples: int = 64, reference_steps: int = 100, max_trials:
 
     The noise is held out (sample indices from TUNE_NOISE on, run.cfg.sample.seed's): `samples` draws to fit and
     as many more to check the fit on; labels, prompts and guidance are those the run samples with. The start is
-    the run's spacing (auto's choice for "tuned"); the reference is REFERENCE_SAMPLER with reference_steps_for(...)
-    steps uniform in log-SNR. Costs 2 x those steps + up to (max_trials + 3) x steps network evaluations of
-    `samples` items, in one batch each.
+    the run's spacing (auto's choice for "tuned"); the fit is samplers.tuning.tune_solver's (the reference:
+    REFERENCE_SAMPLER with reference_steps_for(...) steps uniform in log-SNR). Costs 2 x those steps + up to
+    (max_trials + 3) x steps network evaluations of `samples` items, in one batch each.
     """
     check_tunable(run)
     s = run.cfg.sample
@@ -375,16 +367,11 @@ def tune(run: Run, *, samples: int = 64, reference_steps: int = 100, max_trials:
                            None if context is None else context.to(run.device))(slice(0, samples))
     if run.device.type == "cpu":
         keep_freed_memory()
-    fine = spaced_timesteps(run.schedule, reference_steps_for(s.steps, reference_steps, T), "logsnr")
-    spec, options = SAMPLERS[s.sampler], SAMPLERS[s.sampler].option_values(s)
-    draws = []  # (solve, reference) of the fitted draws, then of the check draws
-    for first in (TUNE_NOISE, TUNE_NOISE + samples):
-        x_T, _ = initial_noise(s.seed, range(first, first + samples), run.item_shape, run.device)
-        reference = SAMPLERS[REFERENCE_SAMPLER].fn(denoise, x_T, run.schedule, fine)
-        draws.append(((lambda x: lambda ts: spec.fn(denoise, x, run.schedule, ts, **options))(x_T), reference))
-    (solve, reference), check = draws
-    return tune_timesteps(solve, run.schedule, start, reference, check=check, max_trials=max_trials,
-                          progress=progress)
+    spec = SAMPLERS[s.sampler]
+    fit, check = (initial_noise(s.seed, range(first, first + samples), run.item_shape, run.device)[0]
+                  for first in (TUNE_NOISE, TUNE_NOISE + samples))
+    return tune_solver(partial(spec.fn, **spec.option_values(s)), denoise, run.schedule, start, fit, check,
+                       reference_steps=reference_steps, max_trials=max_trials, progress=progress)
 
 
 def save_tuned(run: Run, result: TunedTimesteps, *, samples: int, reference_steps: int) -> Path:
@@ -398,8 +385,8 @@ def save_tuned(run: Run, result: TunedTimesteps, *, samples: int, reference_step
             "start_spacing": start_spacing(run),
             "error_start": result.error_start, "error": result.error, "check_start": result.check_start,
             "check": result.check, "trials": result.trials, "samples": samples,
-            "reference": f"{REFERENCE_SAMPLER}, {reference_steps_for(s.steps, reference_steps, run.schedule.T)} "
-                         "steps, logsnr",
+            "reference": f"{REFERENCE_SAMPLER}, "
+                         f"{reference_steps_for(len(result.start), reference_steps, run.schedule.T)} steps, logsnr",
             "checkpoint_step": run.step, "guidance": s.guidance, "prompts": list(run.prompts), "seed": s.seed}
         atomic_write(path, lambda f: f.write((json.dumps(entries, indent=2) + "\n").encode()))
     return path

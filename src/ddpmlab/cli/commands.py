@@ -115,8 +115,8 @@ def _sample_request(args: argparse.Namespace, run):
 def cmd_tune(args: argparse.Namespace) -> int:
     from ..prompting import with_prompts
     from ..samplers import SAMPLERS
-    from ..sampling import (check_tunable, load_run, reference_steps_for, save_tuned, start_spacing, tune,
-                            with_sample_settings)
+    from ..samplers.tuning import REFERENCE_SAMPLER, reference_steps_for
+    from ..sampling import check_tunable, load_run, save_tuned, start_spacing, tune, with_sample_settings
 
     run = with_prompts(load_run(args.run, weights=args.weights, device=args.device), prompts_of(args),
                        args.text_encoder)
@@ -130,12 +130,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
     s = run.cfg.sample
     start = start_spacing(run)
     print(f"tuning {s.sampler} at {s.steps} steps from {start} on {run.path} (step {run.step}): {args.samples} "
-          f"held-out draws to fit and {args.samples} to check, reference "
-          f"{reference_steps_for(s.steps, args.reference_steps, run.schedule.T)} steps, at most {args.trials} solves")
+          f"held-out draws to fit and {args.samples} to check, at most {args.trials} solves")
     r = tune(run, samples=args.samples, reference_steps=args.reference_steps, max_trials=args.trials, progress=True)
     path = save_tuned(run, r, samples=args.samples, reference_steps=args.reference_steps)
-    print(f"error against the reference: {r.error_start:.4g} -> {r.error:.4g} on the {args.samples} draws fitted "
-          f"({r.trials} solves), {r.check_start:.4g} -> {r.check:.4g} "
+    reference = reference_steps_for(len(r.start), args.reference_steps, run.schedule.T)
+    print(f"error against the reference ({REFERENCE_SAMPLER}, {reference} steps): {r.error_start:.4g} -> "
+          f"{r.error:.4g} on the {args.samples} draws fitted ({r.trials} solves), {r.check_start:.4g} -> {r.check:.4g} "
           f"(x{r.check / r.check_start if r.check_start > 0 else 1.0:.2f}) on {args.samples} others")
     if r.timesteps == r.start:
         print(f"no fit did better on the other draws than the start: {start} is kept")
