@@ -9,7 +9,8 @@ a cancellation of errors rather than a better solver; this prints the curve arou
 --diffusers names one of sampler_oracle.py's 39 settings as its JSON does (solver/spacing[+karras]). The column
 "its own sigmas" runs the same setting with the oracle asked at the noise level the scheduler integrates with
 (sigma / alpha from its `sigmas`; Karras sigmas fall between trained timesteps) instead of at the rounded trained
-timestep, as sampler_oracle.py does: where both show the same dip, the dip is the solver's and not the rounding's.
+timestep, as sampler_oracle.py does (DPM-Solver and UniPC settings; "-" for DDIM, which keeps no sigmas): where both
+show the same dip, the dip is the solver's and not the rounding's.
 """
 
 from __future__ import annotations
@@ -24,21 +25,6 @@ from ddpmlab.samplers.tuning import sample_error
 from ddpmlab.schedules import make_schedule, spaced_timesteps
 
 import sampler_oracle as oracle
-
-
-def run_diffusers_own_sigmas(cls_name: str, kwargs: dict, mix, x_T: torch.Tensor, nfe: int) -> torch.Tensor:
-    """oracle.run_diffusers, with the exact denoiser at the scheduler's own sigma / alpha for each step."""
-    import diffusers
-
-    sched = getattr(diffusers, cls_name)(num_train_timesteps=1000, trained_betas=oracle.SCHED.betas[1:].numpy(),
-                                         **kwargs)
-    sched.set_timesteps(nfe)
-    x = x_T.clone()
-    for i, k in enumerate(sched.timesteps):
-        ve = float(sched.sigmas[i])  # sigma / alpha of this step
-        alpha = torch.full((x.shape[0], 1), (1.0 + ve * ve) ** -0.5, dtype=torch.float64)
-        x = sched.step(mix.posterior(x, alpha, alpha * ve).eps, k, x).prev_sample.to(torch.float64)
-    return x
 
 
 def main() -> None:
@@ -68,13 +54,14 @@ def main() -> None:
     x_T = torch.randn(1000, mix.dim, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     exact = oracle.exact_ode(mix, x_T, 2000)
     den = oracle_denoiser(mix, sched)
+    choices = (False,) if settings[args.diffusers][0] == "DDIMScheduler" else (False, True)  # DDIM keeps no sigmas
     print(f"| NFE | diffusers {args.diffusers} | its own sigmas | " + " | ".join(f"{s} {sp}" for s, sp in ours) + " |")
     print("|---|---|---|" + "---|" * len(ours))
     for nfe in range(first, last + 1):
-        theirs = [sample_error(run(*settings[args.diffusers], mix, x_T, nfe), exact)
-                  for run in (oracle.run_diffusers, run_diffusers_own_sigmas)]
+        theirs = [sample_error(oracle.run_diffusers(*settings[args.diffusers], mix, x_T, nfe, own_sigmas), exact)
+                  if own_sigmas in choices else None for own_sigmas in (False, True)]
         cells = [sample_error(SAMPLERS[s](den, x_T, sched, spaced_timesteps(sched, nfe, sp)), exact) for s, sp in ours]
-        print(f"| {nfe} | " + " | ".join(f"{e:.4f}" for e in theirs + cells) + " |", flush=True)
+        print(f"| {nfe} | " + " | ".join("-" if e is None else f"{e:.4f}" for e in theirs + cells) + " |", flush=True)
 
 
 if __name__ == "__main__":

@@ -106,17 +106,24 @@ def diffusers_configs():
     return out
 
 
-def run_diffusers(cls_name: str, kwargs: dict, mix: GaussianMixture, x_T: torch.Tensor, nfe: int) -> torch.Tensor:
-    """diffusers' scheduler loop with the oracle as its eps model (its timestep k is our t = k + 1)."""
+def run_diffusers(cls_name: str, kwargs: dict, mix: GaussianMixture, x_T: torch.Tensor, nfe: int,
+                  own_sigmas: bool = False) -> torch.Tensor:
+    """diffusers' scheduler loop with the oracle as its eps model (its timestep k is our t = k + 1), or with
+    `own_sigmas` the oracle at the noise level sigma / alpha the scheduler integrates with (its `sigmas`; Karras
+    sigmas fall between trained timesteps)."""
     import diffusers
 
     sched = getattr(diffusers, cls_name)(num_train_timesteps=1000, trained_betas=SCHED.betas[1:].numpy(), **kwargs)
     sched.set_timesteps(nfe)
     oracle = oracle_denoiser(mix, SCHED)
     x = x_T.clone()
-    for k in sched.timesteps:
-        t = torch.full((x.shape[0],), int(round(float(k))) + 1, dtype=torch.long)
-        x = sched.step(oracle(x, t).eps, k, x).prev_sample.to(torch.float64)
+    for i, k in enumerate(sched.timesteps):
+        if own_sigmas:
+            alpha = torch.full((x.shape[0], 1), (1.0 + float(sched.sigmas[i]) ** 2) ** -0.5, dtype=torch.float64)
+            eps = mix.posterior(x, alpha, alpha * float(sched.sigmas[i])).eps
+        else:
+            eps = oracle(x, torch.full((x.shape[0],), int(round(float(k))) + 1, dtype=torch.long)).eps
+        x = sched.step(eps, k, x).prev_sample.to(torch.float64)
     return x
 
 
