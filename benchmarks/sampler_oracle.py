@@ -18,8 +18,9 @@ measure (diffusers' side included, which is then run only for mixtures that have
 ten Fashion-MNIST classes as Gaussian components (each class's mean and per-direction spread in the principal axes
 of the training images, weights the class frequencies). Unlike the six low-dimensional mixtures it has the spread
 of an image over scales: standard deviations from 8.9 along the first axis to 0.16 along the 400th and 6e-4 along
-the last. It needs the dataset (apt-get install dataset-fashion-mnist) and writes sampler_held_out.json (sampler_held_out_cosine.json),
-apart from the files `auto` is chosen from; at 784 dimensions --n 300 keeps a schedule to about half an hour.
+the last. It needs the dataset (apt-get install dataset-fashion-mnist) and writes sampler_held_out.json
+(sampler_held_out_cosine.json), apart from the files `auto` is chosen from; at 784 dimensions --n 300 keeps a
+schedule to about half an hour.
 """
 
 from __future__ import annotations
