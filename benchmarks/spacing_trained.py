@@ -6,6 +6,9 @@
     python benchmarks/spacing_trained.py --rows rho-window --text-run runs/fashion-mnist-text --moons-run runs/moons \
         --out benchmarks/results/spacing_trained_rho.json
     python benchmarks/spacing_trained.py --rows tuned --text-run runs/fashion-mnist-text --moons-run runs/moons
+    python benchmarks/spacing_trained.py --rows many-steps --text-run runs/fashion-mnist-text --moons-run runs/moons
+    python benchmarks/spacing_trained.py --rows rho-window --samplers unipc-3 --steps 5,10 --guidance 0 \
+        --text-run runs/fashion-mnist-text --out benchmarks/results/spacing_trained_unguided.json
 
 `sampler_oracle.py` scores solvers against the exact ODE of Gaussian mixtures, where a network makes no error. Taken
 on the cosine schedule alone, its worst-case choice would be evenly spaced t (trailing, or linspace for Heun) for
@@ -19,7 +22,9 @@ the multistep solvers at 5-20 steps with rho-window beside the spacing `auto` to
 network (the `moons` preset, T = 100): energy distance of 2,000 samples to fresh points, median of 3 seeds, with the
 network evaluations each spacing really takes (at T = 100 levels can merge). `--rows tuned` runs unipc-3 and
 dpmpp-2m at 5-20 steps with auto's spacing and with `ddpmlab tune`'s timesteps (tuned for each row first, with the
-prompts and guidance the row samples with, into the run's timesteps.json). Results: benchmarks/RESULTS.md, sections
+prompts and guidance the row samples with, into the run's timesteps.json). `--rows many-steps` runs unipc-3 at 30
+and 50 steps with logsnr and with quadratic levels; `--guidance W` samples the text run at weight W instead of its
+own. Results: benchmarks/RESULTS.md, sections
 5b-5d; JSON: --out (by default spacing_trained.json, or spacing_trained_rho.json / spacing_trained_tuned.json).
 """
 
@@ -49,6 +54,11 @@ RHO_ROWS = (  # rho-window beside the spacings auto took before it (and trailing
       for steps in (5, 8, 10, 15, 20)),
 )
 
+MANY_STEP_ROWS = (  # unipc-3 beyond 30 steps: the six mixtures' quadratic against logsnr (README, held-out mixture)
+    ("unipc-3", 30, ("logsnr-window", "quadratic")),
+    ("unipc-3", 50, ("quadratic", "logsnr")),
+)
+
 TUNED_ROWS = (  # `ddpmlab tune`'s timesteps beside auto's (section 5d)
     *(("unipc-3", steps, ("auto", "tuned")) for steps in (5, 8, 10, 15, 20)),
     *(("dpmpp-2m", steps, ("auto", "tuned")) for steps in (5, 8, 10, 20)),
@@ -71,12 +81,14 @@ def tune_row(run, prompts=None) -> dict[str, float]:
     return {"tune_seconds": seconds, "timesteps": list(r.timesteps), "check": [r.check_start, r.check]}
 
 
-def templated(run_dir: str, per_prompt: int, rows=ROWS) -> dict[str, dict[str, float]]:
+def templated(run_dir: str, per_prompt: int, rows=ROWS, guidance: float | None = None) -> dict[str, dict[str, float]]:
     from ddpmlab.evaluate import Scorer, default_cache_dir
     from ddpmlab.metrics.alignment import _classify, eval_prompts
     from ddpmlab.sampling import load_run, sample, with_sample_settings
 
     base = load_run(run_dir)
+    if guidance is not None:
+        base = with_sample_settings(base, guidance=guidance)
     prompts, classes = eval_prompts(base)
     want = torch.tensor(classes).repeat_interleave(per_prompt)
     scorer = Scorer(base, len(want), "auto", None, 0, default_cache_dir(), print)
@@ -141,7 +153,7 @@ def main() -> None:
     ap.add_argument("--emoji-run", help="a run of the emoji-text preset")
     ap.add_argument("--per-prompt", type=int, default=100, help="samples per held-out phrasing (20 phrasings)")
     ap.add_argument("--moons-run", help="a run of the moons preset (linear schedule)")
-    ap.add_argument("--rows", choices=["auto-vs-oracle", "rho-window", "tuned"], default="auto-vs-oracle",
+    ap.add_argument("--rows", choices=["auto-vs-oracle", "rho-window", "tuned", "many-steps"], default="auto-vs-oracle",
                     help="the rows of section 5b; the multistep solvers at 5-20 steps with rho-window beside the "
                          "spacing auto took before it (section 5c); or unipc-3 and dpmpp-2m at 5-20 steps with "
                          "`ddpmlab tune`'s timesteps beside auto's (section 5d: tunes each row into the run "
@@ -151,12 +163,18 @@ def main() -> None:
     ap.add_argument("--window-top", type=float,
                     help="an experiment: the highest level below t = T of karras, logsnr and the window spacings "
                          "(default 80, EDM's sigma_max)")
+    ap.add_argument("--guidance", type=float,
+                    help="the text run's guidance weight instead of its own (0: the unguided conditional ODE)")
     ap.add_argument("--out", help="JSON file (default: benchmarks/results/spacing_trained.json, or "
                                   "spacing_trained_rho.json / spacing_trained_tuned.json with --rows rho-window / "
                                   "tuned)")
     args = ap.parse_args()
     if not (args.text_run or args.moons_run):
         ap.error("give --text-run, --moons-run or both")
+    if args.guidance is not None and not args.text_run:
+        ap.error("--guidance applies to --text-run only; give --text-run or leave it out")
+    if args.guidance is not None and args.guidance < 0:
+        ap.error(f"--guidance {args.guidance}: give a weight of 0 or more")
     if args.emoji_run and args.rows != "auto-vs-oracle":
         ap.error(f"--emoji-run scores the rows of section 5b only; leave it out with --rows {args.rows}")
     for given in (args.text_run, args.emoji_run, args.moons_run):
@@ -164,7 +182,8 @@ def main() -> None:
             ap.error(f"{given} is not a run (no config.toml there); train it first, see this script's help")
     out_path = Path(args.out or {"auto-vs-oracle": "benchmarks/results/spacing_trained.json",
                                  "rho-window": "benchmarks/results/spacing_trained_rho.json",
-                                 "tuned": "benchmarks/results/spacing_trained_tuned.json"}[args.rows])
+                                 "tuned": "benchmarks/results/spacing_trained_tuned.json",
+                                 "many-steps": "benchmarks/results/spacing_trained_many_steps.json"}[args.rows])
     if args.window_top is not None:
         if not args.window_top > 0:
             ap.error(f"--window-top {args.window_top}: give a noise level above 0")
@@ -172,7 +191,8 @@ def main() -> None:
 
         ddpmlab.schedules.KARRAS_SIGMA_MAX = args.window_top
     torch.manual_seed(0)
-    rows = {"auto-vs-oracle": ROWS, "rho-window": RHO_ROWS, "tuned": TUNED_ROWS}[args.rows]
+    rows = {"auto-vs-oracle": ROWS, "rho-window": RHO_ROWS, "tuned": TUNED_ROWS,
+            "many-steps": MANY_STEP_ROWS}[args.rows]
     if args.samplers:
         rows = tuple(row for row in rows if row[0] in args.samplers.split(","))
     if args.steps:
@@ -183,7 +203,7 @@ def main() -> None:
     if args.moons_run:
         result["moons"] = moons(args.moons_run, rows)
     if args.text_run:
-        result["templated"] = templated(args.text_run, args.per_prompt, rows)
+        result["templated"] = templated(args.text_run, args.per_prompt, rows, args.guidance)
     if args.emoji_run:
         result["retrieval"] = retrieval(args.emoji_run)
     out_path.write_text(json.dumps(result, indent=1) + "\n")
