@@ -24,8 +24,8 @@ network evaluations each spacing really takes (at T = 100 levels can merge). `--
 dpmpp-2m at 5-20 steps with auto's spacing and with `ddpmlab tune`'s timesteps (tuned for each row first, with the
 prompts and guidance the row samples with, into the run's timesteps.json). `--rows many-steps` runs unipc-3 at 30
 and 50 steps with logsnr and with quadratic levels; `--guidance W` samples the text run at weight W instead of its
-own. Results: benchmarks/RESULTS.md, sections
-5b-5d; JSON: --out (by default spacing_trained.json, or spacing_trained_rho.json / spacing_trained_tuned.json).
+own. Results: benchmarks/RESULTS.md, sections 5 and 5b-5d; JSON: --out (by default by --rows: spacing_trained.json,
+spacing_trained_rho.json, spacing_trained_tuned.json or spacing_trained_many_steps.json).
 """
 
 from __future__ import annotations
@@ -63,6 +63,15 @@ TUNED_ROWS = (  # `ddpmlab tune`'s timesteps beside auto's (section 5d)
     *(("unipc-3", steps, ("auto", "tuned")) for steps in (5, 8, 10, 15, 20)),
     *(("dpmpp-2m", steps, ("auto", "tuned")) for steps in (5, 8, 10, 20)),
 )
+
+
+# --rows NAME: (its rows, the JSON file it writes unless --out is given)
+ROW_SETS = {
+    "auto-vs-oracle": (ROWS, "benchmarks/results/spacing_trained.json"),
+    "rho-window": (RHO_ROWS, "benchmarks/results/spacing_trained_rho.json"),
+    "tuned": (TUNED_ROWS, "benchmarks/results/spacing_trained_tuned.json"),
+    "many-steps": (MANY_STEP_ROWS, "benchmarks/results/spacing_trained_many_steps.json"),
+}
 
 
 def tune_row(run, prompts=None) -> dict[str, float]:
@@ -153,11 +162,12 @@ def main() -> None:
     ap.add_argument("--emoji-run", help="a run of the emoji-text preset")
     ap.add_argument("--per-prompt", type=int, default=100, help="samples per held-out phrasing (20 phrasings)")
     ap.add_argument("--moons-run", help="a run of the moons preset (linear schedule)")
-    ap.add_argument("--rows", choices=["auto-vs-oracle", "rho-window", "tuned", "many-steps"], default="auto-vs-oracle",
+    ap.add_argument("--rows", choices=list(ROW_SETS), default="auto-vs-oracle",
                     help="the rows of section 5b; the multistep solvers at 5-20 steps with rho-window beside the "
-                         "spacing auto took before it (section 5c); or unipc-3 and dpmpp-2m at 5-20 steps with "
+                         "spacing auto took before it (section 5c); unipc-3 and dpmpp-2m at 5-20 steps with "
                          "`ddpmlab tune`'s timesteps beside auto's (section 5d: tunes each row into the run "
-                         "directory's timesteps.json first)")
+                         "directory's timesteps.json first); or unipc-3 at 30 and 50 steps with logsnr and quadratic "
+                         "levels (section 5, the held-out mixture)")
     ap.add_argument("--samplers", help="comma-separated: only the rows of these samplers")
     ap.add_argument("--steps", help="comma-separated: only the rows of these step counts")
     ap.add_argument("--window-top", type=float,
@@ -166,8 +176,8 @@ def main() -> None:
     ap.add_argument("--guidance", type=float,
                     help="the text run's guidance weight instead of its own (0: the unguided conditional ODE)")
     ap.add_argument("--out", help="JSON file (default: benchmarks/results/spacing_trained.json, or "
-                                  "spacing_trained_rho.json / spacing_trained_tuned.json with --rows rho-window / "
-                                  "tuned)")
+                                  "spacing_trained_rho.json / _tuned.json / _many_steps.json with --rows rho-window / "
+                                  "tuned / many-steps)")
     args = ap.parse_args()
     if not (args.text_run or args.moons_run):
         ap.error("give --text-run, --moons-run or both")
@@ -180,10 +190,8 @@ def main() -> None:
     for given in (args.text_run, args.emoji_run, args.moons_run):
         if given and not (Path(given) / "config.toml").exists():
             ap.error(f"{given} is not a run (no config.toml there); train it first, see this script's help")
-    out_path = Path(args.out or {"auto-vs-oracle": "benchmarks/results/spacing_trained.json",
-                                 "rho-window": "benchmarks/results/spacing_trained_rho.json",
-                                 "tuned": "benchmarks/results/spacing_trained_tuned.json",
-                                 "many-steps": "benchmarks/results/spacing_trained_many_steps.json"}[args.rows])
+    rows, default_out = ROW_SETS[args.rows]
+    out_path = Path(args.out or default_out)
     if args.window_top is not None:
         if not args.window_top > 0:
             ap.error(f"--window-top {args.window_top}: give a noise level above 0")
@@ -191,8 +199,6 @@ def main() -> None:
 
         ddpmlab.schedules.KARRAS_SIGMA_MAX = args.window_top
     torch.manual_seed(0)
-    rows = {"auto-vs-oracle": ROWS, "rho-window": RHO_ROWS, "tuned": TUNED_ROWS,
-            "many-steps": MANY_STEP_ROWS}[args.rows]
     if args.samplers:
         rows = tuple(row for row in rows if row[0] in args.samplers.split(","))
     if args.steps:
