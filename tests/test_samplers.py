@@ -453,19 +453,25 @@ def test_unipc_refuses_an_order_or_variant_it_does_not_have():
         sample_unipc(ORACLE, _noise(4, 0), SCHED, torch.tensor([1000, 500]), variant="bh3")
 
 
+def _unipc3_error(mix: GaussianMixture, sched: Schedule, x_T: torch.Tensor, steps: int):
+    """spacing -> mean L2 distance of unipc-3 with `steps` steps from the near-exact ODE solution (DPM-Solver++(3M),
+    400 log-SNR-uniform steps) of the mixture's exact denoiser, from the same x_T."""
+    oracle = oracle_denoiser(mix, sched)
+    exact = sample_dpmpp_3m(oracle, x_T, sched, spaced_timesteps(sched, 400, "logsnr"))
+
+    def error(spacing: str) -> float:
+        out = sample_unipc(oracle, x_T, sched, spaced_timesteps(sched, steps, spacing), order=3)
+        return float((out - exact).norm(dim=1).mean())
+
+    return error
+
+
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
 def test_unipc3_auto_at_8_steps_beats_trailing_and_logsnr_window_on_the_wide_ring(schedule):
     # Third-order UniPC on the log-uniform window was 1.6x further from the exact ODE of the wide ring at 8 steps
     # than at 5; trailing (auto's earlier choice at 8) had twice rho-window's error. Auto now takes rho-window there.
     sched = make_schedule(schedule, 1000)
-    oracle = oracle_denoiser(GaussianMixture.ring(4, 1.5, 0.5), sched)
-    x_T = _noise(400, 5)
-    exact = sample_dpmpp_3m(oracle, x_T, sched, spaced_timesteps(sched, 400, "logsnr"))
-
-    def error(spacing: str) -> float:
-        out = sample_unipc(oracle, x_T, sched, spaced_timesteps(sched, 8, spacing), order=3)
-        return float((out - exact).norm(dim=1).mean())
-
+    error = _unipc3_error(GaussianMixture.ring(4, 1.5, 0.5), sched, _noise(400, 5), 8)
     auto = error(resolve_spacing("unipc-3", "auto", 8, sched.T))
     assert auto < 0.7 * error("trailing") and auto < 0.5 * error("logsnr-window")
 
@@ -479,14 +485,8 @@ def test_unipc3_auto_at_50_steps_handles_an_image_like_spread_of_scales_under_co
     mix = GaussianMixture(torch.randn(4, 64, generator=g, dtype=torch.float64) * scale, 0.5 * scale.expand(4, 64),
                           torch.ones(4, dtype=torch.float64))
     sched = make_schedule("cosine", 1000)
-    oracle = oracle_denoiser(mix, sched)
     x_T = torch.randn(300, 64, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    exact = sample_dpmpp_3m(oracle, x_T, sched, spaced_timesteps(sched, 400, "logsnr"))
-
-    def error(spacing: str) -> float:
-        out = sample_unipc(oracle, x_T, sched, spaced_timesteps(sched, 50, spacing), order=3)
-        return float((out - exact).norm(dim=1).mean())
-
+    error = _unipc3_error(mix, sched, x_T, 50)
     assert error(resolve_spacing("unipc-3", "auto", 50, sched.T)) < 0.5 * error("quadratic")
 
 
