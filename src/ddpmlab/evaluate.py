@@ -27,7 +27,8 @@ from .errors import ConfigError, DataError
 from .eval_results import EvalResult, GuidanceRow, ImageMetrics, Metrics, Sampling, SweepRow, ToyMetrics
 from .likelihood import evaluate_nll  # noqa: F401 (its old home)
 from .reference import CACHE_VERSION, SUBSET_SEED, cached, default_cache_dir, real_sets  # noqa: F401
-from .sampling import Run, check_guidance, generate, run_labels, timesteps_of, with_sample_settings
+from .sampling import (Run, check_guidance, generate, requested_spacing, run_labels, timesteps_of,
+                       with_sample_settings)
 
 MIN_N = 10
 
@@ -183,7 +184,7 @@ def evaluate(run: Run, n: int = 2000, sampler: str | None = None, steps: int | N
     if n < MIN_N:
         raise ConfigError(f"--n must be at least {MIN_N} for precision/recall and KID, got {n}")
     run = with_sample_settings(run, sampler=sampler, steps=steps, guidance=guidance, seed=seed,
-                               batch_size=batch_size, spacing=spacing or ("auto" if sampler else None))
+                               batch_size=batch_size, spacing=requested_spacing(sampler, spacing))
     check_guidance(run, run.cfg.sample.guidance)
     for w in guidance_sweep or []:
         check_guidance(run, w)

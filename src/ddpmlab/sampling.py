@@ -128,6 +128,12 @@ def with_sample_settings(run: Run, **settings: Any) -> Run:
     return dataclasses.replace(run, cfg=cfg)
 
 
+def requested_spacing(sampler: str | None, spacing: str | None) -> str | None:
+    """The spacing to sample with when a caller may name a sampler and a spacing: the spacing given, else "auto"
+    when a sampler is named (the run's spacing was chosen for its own sampler), else None (keep the run's)."""
+    return spacing or ("auto" if sampler else None)
+
+
 def default_labels(num_classes: int, n: int) -> torch.Tensor | None:
     """The labels of n samples when none are given: every class in turn, in blocks of (nearly) equal size.
 
@@ -462,6 +468,6 @@ def record_trajectory(run: Run, n: int, labels: torch.Tensor | None = None
 LoadedRun = Run  # the name before Run; kept as an alias
 
 __all__ = ["LoadedRun", "Run", "check_guidance", "check_tunable", "class_labels", "default_labels", "denoiser_for",
-           "generate", "initial_noise", "load_run", "record_trajectory", "reference_steps_for", "run_labels", "sample",
-           "sample_generators", "save_tuned", "start_spacing", "timesteps_of", "tune", "tuned_timesteps",
-           "with_sample_settings"]
+           "generate", "initial_noise", "load_run", "record_trajectory", "reference_steps_for", "requested_spacing",
+           "run_labels", "sample", "sample_generators", "save_tuned", "start_spacing", "timesteps_of", "tune",
+           "tuned_timesteps", "with_sample_settings"]

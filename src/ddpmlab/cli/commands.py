@@ -78,13 +78,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def _sampling_run(args: argparse.Namespace):
     """The run with the command's sampling settings and prompts; every setting checked by config.validate."""
     from ..prompting import with_prompts
-    from ..sampling import check_guidance, load_run, with_sample_settings
+    from ..sampling import check_guidance, load_run, requested_spacing, with_sample_settings
 
     run = with_prompts(load_run(args.run, weights=args.weights, device=args.device), prompts_of(args),
                        args.text_encoder)
     check_text_guidance(run, args.guidance, args.guidance_sweep)
-    spacing = args.spacing or ("auto" if args.sampler else None)  # a new sampler brings its own spacing
-    run = with_sample_settings(run, steps=args.steps, sampler=args.sampler, variance=args.variance, spacing=spacing,
+    run = with_sample_settings(run, steps=args.steps, sampler=args.sampler, variance=args.variance,
+                               spacing=requested_spacing(args.sampler, args.spacing),
                                seed=args.seed, batch_size=args.batch_size, eta=args.eta, s_churn=args.churn,
                                guidance=args.guidance, guidance_interval=args.guidance_interval,
                                precision=args.precision)

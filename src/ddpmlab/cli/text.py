@@ -41,14 +41,14 @@ def eval_prompts(args: argparse.Namespace, run, sweep: list[float] | None) -> in
 
     from ..io import atomic_write
     from ..metrics.alignment import alignment, format_alignment
-    from ..sampling import with_sample_settings
+    from ..sampling import requested_spacing, with_sample_settings
 
     unused = [f"--{k.replace('_', '-')}" for k in ("sweep_steps", "samplers", "inception_weights", "batch_size")
               if getattr(args, k) is not None] + (["--features"] if args.features != "auto" else [])
     if unused or args.n != 2000:
         raise ConfigError(f"{', '.join(unused) or '--n'} does not apply to eval --prompts (use --per-prompt)")
     run = with_sample_settings(run, sampler=args.sampler, steps=args.steps, seed=args.seed,
-                               spacing=args.spacing or ("auto" if args.sampler else None))
+                               spacing=requested_spacing(args.sampler, args.spacing))
     r = alignment(run, sweep or [args.guidance if args.guidance is not None else run.cfg.sample.guidance],
                   args.per_prompt or 8)
     out = Path(args.run) / "alignment.json"
